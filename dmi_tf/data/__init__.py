@@ -1,0 +1,1 @@
+"""Data: readers of raw logs, the ComiRec preprocessing, the synthetic dataset, tf.data pipelines."""
