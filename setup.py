@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 setup(
     name="dmi-tf",
     version="0.1.0",
-    description="Diffusion Multi-Interest (DMI) retrieval and multi-interest baselines in TensorFlow",
+    description="Diffusion Multi-Interest (DMI) retrieval and its baselines in TensorFlow",
     packages=find_packages(include=["dmi_tf", "dmi_tf.*", "export", "export.*",
                                     "serving", "serving.*"]),
     # Only 3.11 is tested; TensorFlow 2.20 wheels exist for it.

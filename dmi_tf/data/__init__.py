@@ -1,1 +1,1 @@
-"""Data: readers of raw logs, the ComiRec preprocessing, the synthetic dataset, tf.data pipelines."""
+"""Data: raw-log readers, ComiRec preprocessing, the synthetic dataset, tf.data pipelines."""

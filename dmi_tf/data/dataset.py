@@ -39,7 +39,8 @@ class SplitData:
 
     Attributes:
       user_ids: int64 ``[U]``, the processed user ids.
-      row_splits: int64 ``[U + 1]``; user ``u``'s items are ``items[row_splits[u]:row_splits[u+1]]``.
+      row_splits: int64 ``[U + 1]``; user ``u``'s items are
+        ``items[row_splits[u]:row_splits[u+1]]``.
       items: int64 ``[total]``, item indices in ``1..N``, each user's in time order.
       timestamps: float64 ``[total]`` or None when the source had no time column.
     """
@@ -102,5 +103,6 @@ class Dataset:
         s = [f"{self.name}: {self.num_items - 1:,} items"]
         for split_name in ("train", "valid", "test"):
             split = getattr(self, split_name)
-            s.append(f"{split_name} {split.num_users:,} users / {split.num_interactions:,} interactions")
+            s.append(f"{split_name} {split.num_users:,} users / "
+                     f"{split.num_interactions:,} interactions")
         return ", ".join(s)

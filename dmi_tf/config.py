@@ -1,0 +1,291 @@
+"""Typed run configuration, loaded from YAML with strict checking.
+
+A config is a tree of dataclasses. YAML files in ``configs/`` (one per dataset x
+model) set any subset of fields; everything else keeps the defaults below, so
+the defaults alone are a complete run (the built-in synthetic data). Unknown
+keys and wrong types are errors that name the key and the file: a typo must
+never silently fall back to a default.
+
+Command-line overrides use dotted paths, ``model.num_interests=8``, with the
+value parsed as YAML and checked like a file value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from typing import Any, Literal
+
+import yaml
+
+from dmi_tf.errors import ConfigError
+
+
+@dataclasses.dataclass
+class SyntheticConfig:
+    """The built-in dataset with planted multi-interest structure (see ``data/synthetic.py``)."""
+
+    num_users: int = 4000
+    num_items: int = 2000
+    # Many small topics (more than embedding dimensions) make blending a user's
+    # topics into one vector lossy, which is the gap multi-interest models close.
+    num_topics: int = 100
+    min_interests: int = 2
+    max_interests: int = 5
+    min_length: int = 20
+    max_length: int = 80
+    stickiness: float = 0.8
+    noise: float = 0.1
+    zipf_exponent: float = 0.7
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data comes from and how samples are cut from it."""
+
+    # A folder of split files (``python -m dmi_tf.data.prepare`` writes one);
+    # null means the built-in synthetic dataset.
+    path: str | None = None
+    # L: the number of most recent history items a model sees.
+    max_length: int = 20
+    # ComiRec draws training targets at positions >= 4 (0-based), so at least
+    # four history items precede every target.
+    min_target_position: int = 4
+    synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The model and its shapes."""
+
+    name: Literal["youtube_dnn", "most_popular"] = "youtube_dnn"
+    embedding_dim: int = 64
+    # K, the number of interests of a multi-interest model (single-interest models use 1).
+    num_interests: int = 4
+    # How weights start. "he" (He/Kaiming-uniform) trained better than Glorot for
+    # attention extractors on MovieLens-100k; see the README's "Initialisation".
+    initializer: Literal["he", "glorot", "normal"] = "he"
+    # Single-interest pooling: mean of history embeddings (YouTube-DNN) or a GRU.
+    pooling: Literal["mean", "gru"] = "mean"
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """The retrieval loss (see ``losses.py``)."""
+
+    # sampled_softmax: shared negatives per batch over the whole item table (ComiRec).
+    # in_batch: the other targets of the batch are the negatives (TFRS Retrieval).
+    kind: Literal["sampled_softmax", "in_batch"] = "sampled_softmax"
+    # Negatives per batch; ComiRec used 10 x batch size.
+    num_negatives: int = 1280
+    sampler: Literal["log_uniform", "uniform"] = "log_uniform"
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    temperature: float = 1.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation, early stopping and reproducibility."""
+
+    batch_size: int = 128
+    learning_rate: float = 0.001
+    # Validation Recall@50 is measured every `steps_per_eval` steps (one Keras "epoch").
+    steps_per_eval: int = 500
+    max_steps: int = 20000
+    # Stop after this many evaluations without a better validation Recall@50.
+    patience: int = 3
+    seed: int = 0
+    eval_batch_size: int = 256
+    # Whether Keras compiles the train step with XLA.
+    jit_compile: bool = False
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Evaluation cut-offs and the catalogue block size of the exact top-K."""
+
+    cutoffs: list[int] = dataclasses.field(default_factory=lambda: [20, 50])
+    # Model selection uses validation recall at this cut-off.
+    selection_metric: str = "recall@50"
+    block_size: int = 65536
+
+
+@dataclasses.dataclass
+class Config:
+    """A complete run: data, model, loss, training and evaluation."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def validate(self, source: str = "config") -> Config:
+        """Checks value ranges that types cannot express; returns self."""
+        checks = [
+            (self.data.max_length >= 1, "data.max_length", "must be >= 1"),
+            (self.data.min_target_position >= 1, "data.min_target_position", "must be >= 1"),
+            (self.model.embedding_dim >= 1, "model.embedding_dim", "must be >= 1"),
+            (self.model.num_interests >= 1, "model.num_interests", "must be >= 1"),
+            (self.loss.num_negatives >= 1, "loss.num_negatives", "must be >= 1"),
+            (self.loss.temperature > 0, "loss.temperature", "must be > 0"),
+            (self.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
+            (self.train.learning_rate > 0, "train.learning_rate", "must be > 0"),
+            (self.train.steps_per_eval >= 1, "train.steps_per_eval", "must be >= 1"),
+            (self.train.max_steps >= 1, "train.max_steps", "must be >= 1"),
+            (self.train.patience >= 1, "train.patience", "must be >= 1"),
+            (self.eval.block_size >= max(self.eval.cutoffs, default=1), "eval.block_size",
+             "must be >= the largest cut-off"),
+            (bool(self.eval.cutoffs) and all(c >= 1 for c in self.eval.cutoffs), "eval.cutoffs",
+             "must be a non-empty list of positive integers"),
+            (self.eval.selection_metric in _metric_names(self.eval.cutoffs),
+             "eval.selection_metric", f"must be one of {_metric_names(self.eval.cutoffs)}"),
+            (self.data.synthetic.min_interests <= self.data.synthetic.max_interests
+             <= self.data.synthetic.num_topics, "data.synthetic.max_interests",
+             "needs min_interests <= max_interests <= num_topics"),
+            (5 <= self.data.synthetic.min_length <= self.data.synthetic.max_length,
+             "data.synthetic.min_length", "needs 5 <= min_length <= max_length"),
+            (self.data.synthetic.num_items >= self.data.synthetic.num_topics >= 1,
+             "data.synthetic.num_items", "must be >= num_topics >= 1"),
+            (0.0 <= self.data.synthetic.noise < 1.0, "data.synthetic.noise", "must be in [0, 1)"),
+            (0.0 <= self.data.synthetic.stickiness <= 1.0, "data.synthetic.stickiness",
+             "must be in [0, 1]"),
+        ]
+        for ok, key, message in checks:
+            if not ok:
+                raise ConfigError(f"{source}: {key} {message}.")
+        return self
+
+
+def _metric_names(cutoffs) -> list[str]:
+    return [f"{m}@{c}" for c in cutoffs for m in ("recall", "hit_rate", "ndcg")]
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The config as plain data, for writing into a run directory."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: Any, source: str = "<dict>") -> Config:
+    """Builds a checked :class:`Config` from nested plain data."""
+    return _build(Config, data, source, prefix="").validate(source)
+
+
+def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Loads a YAML config (or the defaults when ``path`` is None) and applies overrides.
+
+    Raises:
+      ConfigError: missing or unreadable file, invalid YAML, an unknown key, a
+        wrong type, or a value out of range; the message names the key and file.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = os.fspath(path)
+        if not os.path.isfile(source):
+            raise ConfigError(
+                f"config file {source!r} does not exist; pass one of the files in configs/ "
+                "or omit --config to use the built-in defaults.")
+        with open(source, encoding="utf-8") as f:
+            try:
+                loaded = yaml.safe_load(f)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{source}: invalid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections "
+                              f"({', '.join(f.name for f in dataclasses.fields(Config))}).")
+        data = loaded
+    for override in overrides:
+        _apply_override(data, override)
+    label = source if not overrides else f"{source} with overrides {list(overrides)}"
+    return from_dict(data, label)
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    key, sep, raw_value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} is not of the form section.key=value "
+                          "(for example model.num_interests=8).")
+    try:
+        value = yaml.safe_load(raw_value)
+    except yaml.YAMLError:
+        value = raw_value
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is a value, not a section.")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls, data: Any, source: str, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the top level'} must be a mapping, "
+                          f"got {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {prefix + str(unknown[0])!r}; valid keys in "
+            f"{prefix.rstrip('.') or 'the top level'} are: {', '.join(fields)}.")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, source, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value: Any, source: str, key: str):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, source, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, source, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{source}: {key} is {value!r}; it must be one of "
+                              f"{', '.join(map(str, allowed))}.")
+        return value
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}.")
+        return [_coerce(item_hint, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; accept what users obviously meant.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, float, str, bool) and (
+            not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r} "
+                          f"({type(value).__name__}).")
+    return value
+
+
+def dump_yaml(config: Config) -> str:
+    """The config as YAML that :func:`load` reads back to an equal config."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,121 @@
+"""``tf.data`` pipelines: ComiRec training samples and evaluation samples.
+
+Training (ComiRec's protocol): for a user, a target position ``k >= 4`` is
+drawn uniformly; the history is the up to ``L`` items before it, left-aligned
+and padded with 0 at the end (ComiRec's layout, so position embeddings mean
+the same thing as in its code). Sampling is vectorised per batch and stateless
+(seeded by the batch number), so the stream is reproducible and no Python runs
+per sample.
+
+Evaluation: the first 80% of a user's sequence (rounded down) is the history,
+of which the model sees the last ``L`` items; the rest are the targets.
+
+Every element is a dict; the padding id 0 doubles as the mask
+(``history > 0``), so there is no separate mask tensor to keep in sync.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from dmi_tf.data.dataset import SplitData
+from dmi_tf.errors import DataError
+
+HISTORY = "history"  # int32 [batch, L], 0 = padding
+TARGET = "target"  # int32 [batch]
+TARGETS = "targets"  # int32 [batch, T], 0 = padding
+
+
+def training_dataset(split: SplitData, max_length: int, batch_size: int,
+                     min_target_position: int = 4, seed: int = 0) -> tf.data.Dataset:
+    """An endless, shuffled stream of training batches.
+
+    Users are visited in shuffled epochs (every user once per pass); each visit
+    draws a fresh target position.
+
+    Returns:
+      A dataset of ``{"history": int32 [batch, L], "target": int32 [batch]}``.
+
+    Raises:
+      DataError: no user has more than ``min_target_position`` items.
+    """
+    lengths = split.lengths()
+    eligible = np.nonzero(lengths > min_target_position)[0]
+    if len(eligible) == 0:
+        raise DataError(
+            f"no training user has more than {min_target_position} interactions, so no training "
+            f"sample can be cut (data.min_target_position={min_target_position}); use longer "
+            "sequences or lower data.min_target_position.")
+    items = tf.constant(split.items, tf.int32)
+    starts = tf.constant(split.row_splits[:-1], tf.int32)
+    seq_lengths = tf.constant(lengths, tf.int32)
+    positions = tf.range(max_length, dtype=tf.int32)
+
+    def make_batch(batch_number, users):
+        n = tf.gather(seq_lengths, users)
+        draw = tf.random.stateless_uniform(tf.shape(users), seed=tf.stack([seed, batch_number]))
+        k = min_target_position + tf.cast(
+            draw * tf.cast(n - min_target_position, tf.float32), tf.int32)
+        k = tf.minimum(k, n - 1)  # float rounding can reach n when draw is just below 1
+        start = tf.gather(starts, users)
+        offset = tf.maximum(k - max_length, 0)
+        index = offset[:, None] + positions[None, :]
+        valid = index < k[:, None]
+        # Clamped so padded slots never read past the user's own items.
+        gathered = tf.gather(items, start[:, None] + tf.minimum(index, n[:, None] - 1))
+        history = tf.where(valid, gathered, 0)
+        return {HISTORY: history, TARGET: tf.gather(items, start + k)}
+
+    users = tf.data.Dataset.from_tensor_slices(eligible.astype(np.int32))
+    return (users.shuffle(len(eligible), seed=seed, reshuffle_each_iteration=True)
+            .repeat()
+            .batch(batch_size, drop_remainder=True)
+            .enumerate()
+            .map(lambda i, u: make_batch(tf.cast(i, tf.int32), u),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def evaluation_arrays(split: SplitData, max_length: int,
+                      history_share: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The protocol's evaluation cut, as arrays.
+
+    Returns:
+      ``(history [U, L], target_items [total], target_row_splits [U + 1])``:
+      the left-aligned, zero-padded last ``L`` items of each user's first
+      ``floor(0.8 n)`` items, and the remaining items as ragged targets.
+    """
+    lengths = split.lengths()
+    cut = (lengths * history_share).astype(np.int64)
+    if np.any(cut < 1) or np.any(cut >= lengths):
+        bad = int(np.argmax((cut < 1) | (cut >= lengths)))
+        raise DataError(
+            f"user {int(split.user_ids[bad])} has {int(lengths[bad])} interactions; evaluation "
+            "needs at least 2 so that history and targets are both non-empty (prepare keeps "
+            "users with >= 5).")
+    starts = split.row_splits[:-1]
+    offset = np.maximum(cut - max_length, 0)
+    index = offset[:, None] + np.arange(max_length)[None, :]
+    valid = index < cut[:, None]
+    history = np.where(valid, split.items[starts[:, None] + np.where(valid, index, 0)], 0)
+    target_lengths = lengths - cut
+    target_row_splits = np.concatenate([[0], np.cumsum(target_lengths)])
+    target_index = (np.repeat(starts + cut - target_row_splits[:-1], target_lengths)
+                    + np.arange(target_row_splits[-1]))
+    return history.astype(np.int32), split.items[target_index].astype(np.int32), target_row_splits
+
+
+def evaluation_dataset(split: SplitData, max_length: int, batch_size: int) -> tf.data.Dataset:
+    """Every user of ``split`` once, in order.
+
+    Returns:
+      A dataset of ``{"history": int32 [batch, L], "targets": int32 [batch, T]}``
+      where ``T`` is the longest target list in the batch, padded with 0.
+    """
+    history, target_items, target_row_splits = evaluation_arrays(split, max_length)
+    targets = tf.RaggedTensor.from_row_splits(target_items, target_row_splits)
+    return (tf.data.Dataset.from_tensor_slices({HISTORY: history, TARGETS: targets})
+            .batch(batch_size)
+            .map(lambda b: {HISTORY: b[HISTORY], TARGETS: b[TARGETS].to_tensor()})
+            .prefetch(tf.data.AUTOTUNE))

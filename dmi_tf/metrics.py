@@ -1,0 +1,174 @@
+"""Per-user retrieval metrics (Recall, HitRate, NDCG @N) as defined in docs/protocol.md.
+
+Definitions, for one user with retrieved list ``R`` (best first) and target
+set ``T`` (distinct ids, padding 0 removed), at cutoff ``N``:
+
+- Recall@N = |R[:N] ∩ T| / |T|
+- HitRate@N = 1 if |R[:N] ∩ T| > 0 else 0
+- NDCG@N = DCG / IDCG, DCG = Σ_{r ≤ N, R[r] ∈ T} 1 / log2(r + 1) (ranks r from 1),
+  IDCG = Σ_{i=1}^{min(|T|, N)} 1 / log2(i + 1)
+
+Deliberate differences from the reference code, so results can be compared:
+
+- Targets are a set. ComiRec's ``evaluate`` counted a target repeated in the
+  held-out sequence once per occurrence (in both the hits and ``|T|``); here it
+  counts once.
+- NDCG is the standard one above. ComiRec's published code normalised DCG by
+  the number of hits and REMI's ignores rank order.
+- A retrieved id repeated in ``R`` counts at its first rank only; ``retrieve``
+  never repeats one, so this only matters for other callers.
+
+Users with no targets get 0 for every metric; evaluation never produces them
+(every evaluated user has at least one target), so they cannot dilute a mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import tensorflow as tf
+
+__all__ = ["MetricAccumulator", "retrieval_metrics"]
+
+
+def _check_cutoffs(cutoffs: Sequence[int]) -> tuple[int, ...]:
+    cutoffs = tuple(cutoffs)
+    if not cutoffs or any(
+        isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in cutoffs
+    ):
+        raise ValueError(f"cutoffs must be a non-empty sequence of positive ints, got {cutoffs!r}.")
+    if len(set(cutoffs)) != len(cutoffs):
+        raise ValueError(f"cutoffs must be distinct, got {cutoffs!r}.")
+    return cutoffs
+
+
+def retrieval_metrics(
+    retrieved_ids: tf.Tensor,
+    targets: tf.Tensor,
+    cutoffs: Sequence[int] = (20, 50),
+) -> dict[str, tf.Tensor]:
+    """Recall, HitRate and NDCG at each cutoff, per user.
+
+    Batched graph code (no loop over users); sorts and binary searches keep
+    the cost at O((N + T) log T) per user, so long target lists are cheap.
+
+    Args:
+      retrieved_ids: int ``[B, N]``, ranked best first; ids ``<= 0`` (``-1``
+        empty slots, ``0`` padding) never count as hits. ``N >= max(cutoffs)``.
+      targets: int ``[B, T]``, each user's held-out items padded with 0; 0 is
+        never a real item. Repeated ids count once.
+      cutoffs: distinct positive ints.
+
+    Returns:
+      ``{"recall@N", "hit_rate@N", "ndcg@N"}`` for each cutoff ``N`` in the
+      given order, each float32 ``[B]``.
+
+    Raises:
+      ValueError: bad cutoffs, ranks, or ``N < max(cutoffs)`` when that is
+        known statically (checked at run time otherwise).
+    """
+    cutoffs = _check_cutoffs(cutoffs)
+    max_cutoff = max(cutoffs)
+    retrieved_ids = tf.convert_to_tensor(retrieved_ids)
+    targets = tf.convert_to_tensor(targets)
+    for name, tensor, doc in (("retrieved_ids", retrieved_ids, "[B, N]"),
+                              ("targets", targets, "[B, T]")):
+        if tensor.shape.rank is not None and tensor.shape.rank != 2:
+            raise ValueError(f"{name} must have shape {doc}, got shape {tensor.shape}.")
+        if not tensor.dtype.is_integer:
+            raise ValueError(f"{name} must be integer ids, got {tensor.dtype.name}.")
+    n = retrieved_ids.shape[1]
+    if n is not None and n < max_cutoff:
+        raise ValueError(
+            f"retrieved_ids has {n} items per user but the largest cutoff is {max_cutoff}; "
+            f"retrieve at least {max_cutoff}."
+        )
+    checks = []
+    if n is None:
+        checks.append(
+            tf.debugging.assert_greater_equal(
+                tf.shape(retrieved_ids)[1],
+                max_cutoff,
+                message=f"retrieved_ids must hold at least max(cutoffs)={max_cutoff} items",
+            )
+        )
+    with tf.control_dependencies(checks):
+        retrieved = tf.cast(retrieved_ids[:, :max_cutoff], tf.int64)
+    # A padding column keeps T >= 1 (a [B, 0] target tensor stays valid);
+    # 0 is not a target anyway.
+    targets = tf.cast(targets, tf.int64)
+    padding = tf.zeros(tf.stack([tf.shape(targets)[0], 1]), tf.int64)
+    targets = tf.concat([targets, padding], axis=1)
+
+    sorted_targets = tf.sort(targets, axis=1)
+    new_value = tf.concat(
+        [
+            tf.ones_like(sorted_targets[:, :1], tf.bool),
+            sorted_targets[:, 1:] != sorted_targets[:, :-1],
+        ],
+        axis=1,
+    )
+    num_targets = tf.reduce_sum(tf.cast(new_value & (sorted_targets > 0), tf.int32), axis=1)
+
+    # Sorting the retrieved ids puts repeats next to each other, the first rank
+    # first (top_k keeps equal values in position order); hits are then
+    # counted in sorted order, using the remembered rank.
+    ids_sorted, rank0 = tf.math.top_k(retrieved, k=max_cutoff, sorted=True)
+    first_copy = tf.concat(
+        [tf.ones_like(ids_sorted[:, :1], tf.bool), ids_sorted[:, 1:] != ids_sorted[:, :-1]],
+        axis=1,
+    )
+    pos = tf.searchsorted(sorted_targets, ids_sorted, side="left")
+    pos = tf.minimum(pos, tf.shape(sorted_targets, out_type=pos.dtype)[1] - 1)
+    in_targets = tf.gather(sorted_targets, pos, batch_dims=1) == ids_sorted
+    is_hit = first_copy & in_targets & (ids_sorted > 0)
+
+    log2 = tf.math.log(tf.constant(2.0, tf.float64))
+    ranks = tf.range(1, max_cutoff + 1, dtype=tf.float64)
+    discounts = log2 / tf.math.log(ranks + 1.0)  # 1 / log2(r + 1) for r = 1..max_cutoff
+    # ideal_dcg[i] = IDCG with i ideal hits.
+    ideal_dcg = tf.concat([tf.zeros([1], tf.float64), tf.cumsum(discounts)], axis=0)
+    hit_discount = tf.gather(discounts, rank0)
+
+    num_targets_f = tf.cast(num_targets, tf.float64)
+    result = {}
+    for cutoff in cutoffs:
+        hit_at = is_hit & (rank0 < cutoff)
+        hits = tf.reduce_sum(tf.cast(hit_at, tf.float64), axis=1)
+        dcg = tf.reduce_sum(tf.where(hit_at, hit_discount, 0.0), axis=1)
+        idcg = tf.gather(ideal_dcg, tf.minimum(num_targets, cutoff))
+        result[f"recall@{cutoff}"] = tf.cast(tf.math.divide_no_nan(hits, num_targets_f), tf.float32)
+        result[f"hit_rate@{cutoff}"] = tf.cast(hits > 0, tf.float32)
+        result[f"ndcg@{cutoff}"] = tf.cast(tf.math.divide_no_nan(dcg, idcg), tf.float32)
+    return result
+
+
+class MetricAccumulator:
+    """Means of per-user metrics over all users of all batches (eager only).
+
+    Averages over users, not over batches, so a short last batch weighs what
+    its users weigh.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def update(self, per_user: Mapping[str, tf.Tensor]) -> None:
+        """Adds one batch: ``{name: [B] per-user values}``, as ``retrieval_metrics`` returns."""
+        for name, values in per_user.items():
+            values = tf.convert_to_tensor(values)
+            if values.shape.rank != 1:
+                raise ValueError(
+                    f"{name}: expected per-user values of shape [B], got {values.shape}."
+                )
+            self._sums[name] = self._sums.get(name, 0.0) + float(
+                tf.reduce_sum(tf.cast(values, tf.float64))
+            )
+            self._counts[name] = self._counts.get(name, 0) + int(tf.size(values))
+
+    def result(self) -> dict[str, float]:
+        """The mean of each metric over all users seen so far."""
+        if not self._counts or not all(self._counts.values()):
+            raise ValueError("MetricAccumulator.result() called before any user was added.")
+        return {name: self._sums[name] / self._counts[name] for name in self._sums}

@@ -1,0 +1,57 @@
+"""The one model structure every retriever shares.
+
+A query tower maps a padded history ``[batch, L]`` to K interests
+``[batch, K, d]``; the candidate tower is the item embedding table
+``[num_items, d]`` (row 0 is padding), shared with the history lookup as in
+ComiRec; a readout picks the interest that meets each training target; the
+configured retrieval task turns (user vector, positive) into the loss.
+Single-interest models are the K=1 case, so evaluation, export and serving
+never need to know which model they hold.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from dmi_tf.data.pipeline import HISTORY, TARGET
+from dmi_tf.layers.readout import HardReadout
+
+
+class MultiInterestModel(tfrs.Model):
+    """Query tower + item tower + loss, as a ``tfrs.Model``.
+
+    Args:
+      item_embedding: ``Embedding(num_items, d)``; row 0 is padding.
+      extractor: a layer ``(history_embeddings [batch, L, d], mask [batch, L]) -> [batch, K, d]``.
+      task: a retrieval task called like ``tfrs.tasks.Retrieval`` (see ``losses.py``).
+      readout: ``(interests [batch, K, d], target_embeddings [batch, d]) -> [batch, d]``.
+    """
+
+    def __init__(self, item_embedding: tf.keras.layers.Embedding, extractor: tf.keras.layers.Layer,
+                 task: tf.keras.layers.Layer, readout: tf.keras.layers.Layer | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.item_embedding = item_embedding
+        self.extractor = extractor
+        self.task = task
+        self.readout = readout or HardReadout()
+
+    def interests(self, history, training=False):
+        """History ids int ``[batch, L]`` (0 = padding) -> interests float32 ``[batch, K, d]``."""
+        history = tf.convert_to_tensor(history)
+        return self.extractor(self.item_embedding(history), history > 0, training=training)
+
+    def call(self, history, training=False):
+        return self.interests(history, training=training)
+
+    def candidate_embeddings(self):
+        """The item table float32 ``[num_items, d]``; row 0 is padding."""
+        return self.item_embedding.embeddings
+
+    def compute_loss(self, features, training=False):
+        interests = self.interests(features[HISTORY], training=training)
+        target = features[TARGET]
+        target_embeddings = self.item_embedding(target)
+        user = self.readout(interests, target_embeddings)
+        return self.task(user, target_embeddings, candidate_ids=target)

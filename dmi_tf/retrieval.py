@@ -1,0 +1,299 @@
+"""Exact multi-interest retrieval: per-interest top-N by inner product, then a merge by score.
+
+This is the single implementation behind evaluation, the exported SavedModel
+(TF-Serving, GPU) and the reference the ScaNN index is checked against, so it
+is graph code only: it runs eagerly, inside ``tf.function`` and under
+``jit_compile=True``; ``k`` and ``block_size`` are static Python ints, the
+batch size may be dynamic; it uses only ops with GPU and XLA kernels (MatMul,
+TopKV2, GatherV2, ConcatV2, Select, While).
+
+Ordering contract, shared by every function here: scores descending; equal
+scores keep the lower candidate index (``exact_topk``) or the earlier
+flattened position (``merge_interest_topk``), exactly as ``tf.math.top_k``
+orders ties. Empty result slots carry id ``-1`` and score ``-inf``.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+__all__ = ["exact_topk", "merge_interest_topk", "retrieve"]
+
+#: Id of an empty result slot, in every output of this module.
+EMPTY_ID = -1
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    # bool is an int subclass; `k=True` is a bug, not k=1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive Python int, got {value!r}.")
+    return value
+
+
+def _check_rank(name: str, tensor: tf.Tensor, rank: int, shape_doc: str) -> None:
+    if tensor.shape.rank is not None and tensor.shape.rank != rank:
+        raise ValueError(
+            f"{name} must have shape {shape_doc} (rank {rank}), got shape {tensor.shape}."
+        )
+
+
+def _dim(tensor: tf.Tensor, axis: int) -> int | tf.Tensor:
+    """The static size of ``axis`` when known, else the dynamic one (keeps shapes static)."""
+    static = tensor.shape[axis]
+    return static if static is not None else tf.shape(tensor)[axis]
+
+
+def _floor_scores(scores: tf.Tensor) -> tf.Tensor:
+    """Maps -inf and NaN scores to the lowest finite value.
+
+    Padding rows, block padding and empty slots are marked with -inf; a real
+    candidate must always rank above them, or a non-finite embedding could
+    make a padding index come out of the top-k.
+    """
+    lowest = tf.constant(scores.dtype.min, scores.dtype)
+    # NaN >= x is False, so NaN is floored too.
+    return tf.where(scores >= lowest, scores, lowest)
+
+
+def exact_topk(
+    queries: tf.Tensor,
+    candidates: tf.Tensor,
+    k: int,
+    block_size: int = 65536,
+    exclude_padding: bool = True,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Exact top-``k`` candidates by inner product, streamed over candidate blocks.
+
+    Args:
+      queries: float ``[Q, d]``; ``Q`` may be dynamic.
+      candidates: float ``[M, d]`` (a tensor or variable of the same dtype), e.g.
+        the item embedding table. Row 0 is padding when ``exclude_padding``.
+      k: static number of results per query; ``1 <= k <= M - 1`` (``<= M``
+        without padding exclusion).
+      block_size: candidate rows scored at once. Peak extra memory is one
+        ``[Q, block_size]`` score block, never ``[Q, M]``; when all (real) rows
+        fit in one block and ``M`` is static, they are scored in one MatMul.
+      exclude_padding: never return row 0.
+
+    Returns:
+      ``(scores, indices)``: ``scores`` ``[Q, k]`` in the queries' dtype, sorted
+      descending, ties in favour of the lower row index (as ``tf.math.top_k``);
+      ``indices`` int32 ``[Q, k]``, rows of ``candidates``. A NaN or -inf
+      score is ranked (and returned) as the lowest finite value of the dtype.
+      If ``M`` is only known at run time and has fewer than ``k`` real rows,
+      the missing slots get index -1 and score -inf.
+
+    Raises:
+      ValueError: ``k`` or ``block_size`` is not a positive int, a rank or the
+        embedding size does not match, or ``k`` exceeds the number of real
+        candidates when that is known statically.
+    """
+    _check_positive_int("k", k)
+    _check_positive_int("block_size", block_size)
+    queries = tf.convert_to_tensor(queries)
+    candidates = tf.convert_to_tensor(candidates, dtype=queries.dtype)
+    _check_rank("queries", queries, 2, "[Q, d]")
+    _check_rank("candidates", candidates, 2, "[M, d]")
+    if not queries.dtype.is_floating:
+        raise ValueError(f"queries must be floating point, got {queries.dtype.name}.")
+    d_q, d_c = queries.shape[-1], candidates.shape[-1]
+    if d_q is not None and d_c is not None and d_q != d_c:
+        raise ValueError(
+            f"queries have embedding size {d_q} but candidates have {d_c}; they must match."
+        )
+
+    offset = 1 if exclude_padding else 0
+    static_m = candidates.shape[0]
+    if static_m is not None:
+        num_real = static_m - offset
+        if k > num_real:
+            raise ValueError(
+                f"k={k} but the candidate table has only {num_real} retrievable rows "
+                f"({static_m} rows{', row 0 is padding' if exclude_padding else ''}); "
+                f"use k <= {num_real}."
+            )
+        if num_real <= block_size:
+            return _topk_single_block(queries, candidates, k, offset)
+    return _topk_streamed(queries, candidates, k, block_size, offset)
+
+
+def _topk_single_block(
+    queries: tf.Tensor, candidates: tf.Tensor, k: int, offset: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    # Masking column 0 (instead of slicing the table) avoids copying it.
+    scores = _floor_scores(tf.matmul(queries, candidates, transpose_b=True))
+    if offset:
+        is_real = tf.range(tf.shape(candidates)[0]) >= offset
+        scores = tf.where(is_real[tf.newaxis, :], scores, float("-inf"))
+    values, indices = tf.math.top_k(scores, k=k, sorted=True)
+    return values, indices
+
+
+def _topk_streamed(
+    queries: tf.Tensor, candidates: tf.Tensor, k: int, block_size: int, offset: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    num_rows = tf.shape(candidates)[0]
+    num_blocks = (num_rows - offset + block_size - 1) // block_size
+    num_queries = tf.shape(queries)[0]
+    neg_inf = tf.constant(float("-inf"), queries.dtype)
+    block_k = min(k, block_size)
+
+    def body(block, best_scores, best_indices):
+        start = offset + block * block_size
+        # Every block has the same static shape (good for XLA): rows past the
+        # end are clamped to a real row for the gather and then scored -inf.
+        rows = start + tf.range(block_size)
+        in_table = rows < num_rows
+        block_rows = tf.gather(candidates, tf.minimum(rows, num_rows - 1))
+        scores = _floor_scores(tf.matmul(queries, block_rows, transpose_b=True))
+        scores = tf.where(in_table[tf.newaxis, :], scores, neg_inf)
+        block_scores, block_pos = tf.math.top_k(scores, k=block_k, sorted=True)
+        # Running results first: they hold lower row indices, so on equal
+        # scores top_k keeps them, and the -inf placeholders (index -1) always
+        # win over -inf block padding, which therefore never leaves the loop.
+        merged_scores = tf.concat([best_scores, block_scores], axis=1)
+        merged_indices = tf.concat([best_indices, block_pos + start], axis=1)
+        best_scores, pos = tf.math.top_k(merged_scores, k=k, sorted=True)
+        best_indices = tf.gather(merged_indices, pos, batch_dims=1)
+        return block + 1, best_scores, best_indices
+
+    _, scores, indices = tf.while_loop(
+        lambda block, *_: block < num_blocks,
+        body,
+        (
+            tf.constant(0),
+            tf.fill(tf.stack([num_queries, k]), neg_inf),
+            tf.fill(tf.stack([num_queries, k]), tf.constant(EMPTY_ID, tf.int32)),
+        ),
+        # One block in flight bounds memory at one [Q, block_size] score block;
+        # the blocks are serial on a GPU stream anyway.
+        parallel_iterations=1,
+    )
+    return scores, indices
+
+
+def merge_interest_topk(
+    scores: tf.Tensor, ids: tf.Tensor, k: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Merges per-interest top-N lists into one top-``k`` list of distinct items.
+
+    The ``K * N`` candidates of a user are ranked by score; an item retrieved
+    by several interests keeps its best score and appears once. Equal scores
+    keep the flattened order: interest 0's results first, then by rank.
+
+    Three sorts of ``K * N`` elements per user (``tf.math.top_k``, whose ties
+    keep the lower position on CPU, GPU and XLA): by score; by id, so that
+    duplicates become neighbours with the best-scored copy first; and a
+    final top-``k`` over the score ranks of the first copies. No
+    ``[K * N, K * N]`` comparison matrix is built.
+
+    Args:
+      scores: float ``[B, K, N]``, each interest's results.
+      ids: int32 or int64 ``[B, K, N]``, the items of ``scores``. Negative ids
+        (e.g. -1 empty slots) are dropped.
+      k: static number of merged results, ``1 <= k <= K * N``.
+
+    Returns:
+      ``(merged_scores, merged_ids)``, ``[B, k]`` each, scores descending, in
+      the input dtypes. If a user has fewer than ``k`` distinct items, the
+      remaining slots get id -1 and score -inf.
+
+    Raises:
+      ValueError: shapes differ, ranks are not 3, ids are not integers, or
+        ``k > K * N`` when that is known statically.
+    """
+    _check_positive_int("k", k)
+    scores = tf.convert_to_tensor(scores)
+    ids = tf.convert_to_tensor(ids)
+    _check_rank("scores", scores, 3, "[B, K, N]")
+    _check_rank("ids", ids, 3, "[B, K, N]")
+    if not scores.shape.is_compatible_with(ids.shape):
+        raise ValueError(f"scores {scores.shape} and ids {ids.shape} must have the same shape.")
+    if ids.dtype not in (tf.int32, tf.int64):
+        raise ValueError(f"ids must be int32 or int64, got {ids.dtype.name}.")
+
+    num_interests, n = _dim(scores, 1), _dim(scores, 2)
+    width = num_interests * n
+    if isinstance(width, int) and k > width:
+        raise ValueError(
+            f"k={k} but there are only K*N={width} candidates per user "
+            f"(K={num_interests}, N={n}); use k <= {width}."
+        )
+    batch = tf.shape(scores)[0]
+    flat_scores = tf.reshape(scores, tf.stack([batch, width]))
+    flat_ids = tf.reshape(ids, tf.stack([batch, width]))
+    if isinstance(width, int):
+        flat_scores.set_shape([None, width])
+        flat_ids.set_shape([None, width])
+
+    # by_score[:, r] is the candidate with score rank r.
+    by_score, score_order = tf.math.top_k(flat_scores, k=width, sorted=True)
+    ids_by_score = tf.gather(flat_ids, score_order, batch_dims=1)
+
+    # Sorting the ranked ids by id groups duplicates; top_k keeps equal ids in
+    # rank order, so the first of each group is the copy with the best score.
+    ids_by_id, rank_of = tf.math.top_k(ids_by_score, k=width, sorted=True)
+    first_copy = tf.concat(
+        [tf.ones_like(ids_by_id[:, :1], tf.bool), ids_by_id[:, 1:] != ids_by_id[:, :-1]],
+        axis=1,
+    )
+    keep = first_copy & (ids_by_id >= 0)
+
+    # Back to score order without a scatter: top-k of -rank over the kept
+    # copies yields their ranks in ascending order; width marks "none left".
+    key = tf.where(keep, -rank_of, -width)
+    neg_rank, _ = tf.math.top_k(key, k=k, sorted=True)
+    rank = -neg_rank
+    found = rank < width
+    safe_rank = tf.minimum(rank, width - 1)
+    merged_ids = tf.where(
+        found,
+        tf.gather(ids_by_score, safe_rank, batch_dims=1),
+        tf.constant(EMPTY_ID, ids.dtype),
+    )
+    merged_scores = tf.where(
+        found,
+        tf.gather(by_score, safe_rank, batch_dims=1),
+        tf.constant(float("-inf"), scores.dtype),
+    )
+    return merged_scores, merged_ids
+
+
+def retrieve(
+    interests: tf.Tensor,
+    item_embeddings: tf.Tensor,
+    k: int,
+    block_size: int = 65536,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Top-``k`` distinct items for each user from ``K`` interest vectors.
+
+    Each interest retrieves its exact top-``k`` over the whole item table
+    (``exact_topk``, row 0 excluded); the ``K * k`` candidates are merged by
+    score (``merge_interest_topk``). This is the function evaluation, export
+    and serving call.
+
+    Args:
+      interests: float ``[B, K, d]``; ``B`` may be dynamic.
+      item_embeddings: float ``[M, d]``, row 0 is padding; ``k <= M - 1``.
+      k: static number of items per user.
+      block_size: item rows scored at once (see ``exact_topk``).
+
+    Returns:
+      ``(scores, ids)``: float ``[B, k]`` descending and int32 ``[B, k]`` item
+      ids (rows of ``item_embeddings``), each id at most once per user.
+    """
+    interests = tf.convert_to_tensor(interests)
+    _check_rank("interests", interests, 3, "[B, K, d]")
+    batch = tf.shape(interests)[0]
+    num_interests, dim = _dim(interests, 1), _dim(interests, 2)
+    flat = tf.reshape(interests, tf.stack([batch * num_interests, dim]))
+    if isinstance(dim, int):
+        flat.set_shape([None, dim])
+    scores, ids = exact_topk(flat, item_embeddings, k, block_size=block_size)
+    per_interest = tf.stack([batch, num_interests, k])
+    scores = tf.reshape(scores, per_interest)
+    ids = tf.reshape(ids, per_interest)
+    if isinstance(num_interests, int):
+        scores.set_shape([None, num_interests, k])
+        ids.set_shape([None, num_interests, k])
+    return merge_interest_topk(scores, ids, k)

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dmi_tf.config import Config, ModelConfig
+from dmi_tf.layers.pooling import GRUPooling, MaskedMeanPooling
+from dmi_tf.layers.readout import HardReadout
+from dmi_tf.models import build_model
+from dmi_tf.models.most_popular import MostPopular
+
+
+@pytest.mark.parametrize("layer_cls", [MaskedMeanPooling, GRUPooling])
+def test_masked_positions_never_influence_the_output(layer_cls):
+    layer = layer_cls(4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    y = x.copy()
+    y[0, 3:] = rng.normal(size=(2, 3)) * 100  # garbage behind the mask
+    a, b = layer(x, mask), layer(y, mask)
+    assert a.shape == (2, 1, 4)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
+    z = x.copy()
+    z[0, 1] += 1.0  # a real item does matter
+    assert not np.allclose(layer(z, mask).numpy()[0], a.numpy()[0])
+
+
+def test_mean_pooling_of_an_empty_history_is_finite():
+    out = MaskedMeanPooling(3)(np.ones((1, 4, 2), np.float32), np.zeros((1, 4), bool))
+    assert np.all(np.isfinite(out.numpy()))
+
+
+@pytest.mark.parametrize("layer_cls", [MaskedMeanPooling, GRUPooling])
+def test_layers_round_trip_through_config(layer_cls):
+    layer = layer_cls(7, initializer="glorot", name="pool")
+    clone = layer_cls.from_config(layer.get_config())
+    assert clone.units == 7 and clone.initializer == "glorot" and clone.name == "pool"
+
+
+def test_hard_readout_picks_the_interest_closest_to_the_target():
+    interests = tf.constant([[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]])
+    target = tf.constant([[0.1, 0.9]])
+    np.testing.assert_array_equal(HardReadout()(interests, target).numpy(), [[0.0, 1.0]])
+
+
+def test_gradients_reach_item_embeddings_and_extractor():
+    config = Config(model=ModelConfig(embedding_dim=8))
+    model = build_model(config, num_items=30, counts=np.arange(30))
+    features = {"history": tf.constant([[1, 2, 3, 0], [4, 5, 0, 0]]),
+                "target": tf.constant([6, 7])}
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(features, training=True)
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert np.isfinite(loss.numpy())
+    names = {v.name: g for v, g in zip(model.trainable_variables, grads, strict=True)}
+    assert all(g is not None for g in names.values()), names.keys()
+    table = tf.convert_to_tensor(names[model.item_embedding.embeddings.name]).numpy()
+    assert np.abs(table[[1, 2, 3, 6]]).sum() > 0  # history items and the target
+    assert model.interests(features["history"]).shape == (2, 1, 8)
+
+
+def test_initializer_choice_changes_the_weights():
+    def first_kernel(init):
+        config = Config(model=ModelConfig(embedding_dim=8, initializer=init))
+        tf.keras.utils.set_random_seed(0)
+        model = build_model(config, num_items=30, counts=np.arange(30))
+        model.interests(tf.constant([[1, 2]]))
+        return model.item_embedding.embeddings.numpy()
+    he, glorot = first_kernel("he"), first_kernel("glorot")
+    # He over the embedding width: std = sqrt(2 / d) = 0.5; Glorot over (30 + 8): ~0.23.
+    assert he.std() == pytest.approx(0.5, rel=0.15)
+    assert glorot.std() == pytest.approx(np.sqrt(2 / 38), rel=0.15)
+
+
+def test_most_popular_scores_by_count():
+    model = MostPopular(np.array([0, 5, 9, 1]))
+    scores = tf.linalg.matvec(model.candidate_embeddings(), model.interests(tf.zeros([2, 3]))[0, 0])
+    np.testing.assert_array_equal(scores.numpy(), [0, 5, 9, 1])

@@ -1,0 +1,68 @@
+import numpy as np
+
+from dmi_tf.data.dataset import SplitData
+from dmi_tf.data.pipeline import evaluation_arrays, evaluation_dataset, training_dataset
+
+
+def split():
+    # Item ids encode (user, position) so every sample can be checked against its source.
+    lengths = [5, 12, 30, 7]
+    seqs = [[100 * (u + 1) + i for i in range(n)] for u, n in enumerate(lengths)]
+    return SplitData.from_sequences([10, 11, 12, 13], seqs), seqs
+
+
+def test_training_samples_follow_comirec():
+    data, seqs = split()
+    L = 8
+    by_first = {s[0]: s for s in seqs}
+    seen_positions = set()
+    for batch in training_dataset(data, L, batch_size=3, seed=7).take(200):
+        history, target = batch["history"].numpy(), batch["target"].numpy()
+        assert history.shape == (3, L) and target.shape == (3,)
+        for h, t in zip(history, target, strict=True):
+            seq = by_first[100 * (t // 100)]
+            k = seq.index(t)
+            assert k >= 4  # the target position is at least 4
+            seen_positions.add((t // 100, k))
+            expected = seq[max(0, k - L):k]  # the up to L items right before the target
+            n = len(expected)
+            np.testing.assert_array_equal(h[:n], expected)  # left-aligned, as ComiRec
+            assert np.all(h[n:] == 0)  # padded with 0 at the end
+    # Every user is sampled and targets vary (user 0 has one possible target position).
+    assert {u for u, _ in seen_positions} == {1, 2, 3, 4}
+    assert len({k for u, k in seen_positions if u == 3}) > 10
+
+
+def test_training_stream_is_reproducible():
+    data, _ = split()
+    a = [b["target"].numpy() for b in training_dataset(data, 8, 3, seed=1).take(20)]
+    b = [b["target"].numpy() for b in training_dataset(data, 8, 3, seed=1).take(20)]
+    c = [b["target"].numpy() for b in training_dataset(data, 8, 3, seed=2).take(20)]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_users_too_short_for_a_target_are_skipped():
+    data = SplitData.from_sequences([0, 1], [[1, 2, 3, 4], [5, 6, 7, 8, 9]])
+    for batch in training_dataset(data, 4, 2).take(5):
+        assert set(batch["target"].numpy()) == {9}
+
+
+def test_evaluation_cut_is_80_20():
+    data, seqs = split()
+    history, targets, row_splits = evaluation_arrays(data, max_length=8)
+    for u, seq in enumerate(seqs):
+        cut = int(len(seq) * 0.8)  # 4, 9, 24, 5
+        expected_history = seq[max(0, cut - 8):cut]
+        np.testing.assert_array_equal(history[u, :len(expected_history)], expected_history)
+        assert np.all(history[u, len(expected_history):] == 0)
+        np.testing.assert_array_equal(targets[row_splits[u]:row_splits[u + 1]], seq[cut:])
+
+
+def test_evaluation_dataset_pads_targets_per_batch():
+    data, _ = split()
+    batches = list(evaluation_dataset(data, 8, batch_size=3))
+    assert [b["history"].shape[0] for b in batches] == [3, 1]
+    first = batches[0]["targets"].numpy()
+    assert first.shape == (3, 6)  # the longest target list in the batch: 30 - 24
+    np.testing.assert_array_equal(first[0], [104, 0, 0, 0, 0, 0])
