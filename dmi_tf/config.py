@@ -61,7 +61,8 @@ class DataConfig:
 class ModelConfig:
     """The model and its shapes."""
 
-    name: Literal["youtube_dnn", "most_popular"] = "youtube_dnn"
+    name: Literal["youtube_dnn", "most_popular", "item_knn", "mind", "comirec_dr",
+                  "comirec_sa"] = "youtube_dnn"
     embedding_dim: int = 64
     # K, the number of interests of a multi-interest model (single-interest models use 1).
     num_interests: int = 4
@@ -70,6 +71,18 @@ class ModelConfig:
     initializer: Literal["he", "glorot", "normal"] = "he"
     # Single-interest pooling: mean of history embeddings (YouTube-DNN) or a GRU.
     pooling: Literal["mean", "gru"] = "mean"
+    # Which interest the loss sees for a target: the closest one (ComiRec) or
+    # MIND's label-aware attention, softmax over interests of pow(score, p).
+    readout: Literal["hard", "label_aware"] = "hard"
+    readout_power: float = 1.0
+    # Capsule routing (mind, comirec_dr).
+    routing_iterations: int = 3
+    # MIND's dynamic K: max(1, min(K, log2(history length))).
+    dynamic_interests: bool = False
+    # ComiRec-SA's W1 width as a multiple of d (ComiRec: 4).
+    attention_hidden_factor: int = 4
+    # item_knn: keep each item's top-n similar items (null = all).
+    knn_neighbors: int | None = None
 
 
 @dataclasses.dataclass
@@ -131,6 +144,12 @@ class Config:
             (self.data.min_target_position >= 1, "data.min_target_position", "must be >= 1"),
             (self.model.embedding_dim >= 1, "model.embedding_dim", "must be >= 1"),
             (self.model.num_interests >= 1, "model.num_interests", "must be >= 1"),
+            (self.model.routing_iterations >= 1, "model.routing_iterations", "must be >= 1"),
+            (self.model.attention_hidden_factor >= 1, "model.attention_hidden_factor",
+             "must be >= 1"),
+            (self.model.readout_power > 0, "model.readout_power", "must be > 0"),
+            (self.model.knn_neighbors is None or self.model.knn_neighbors >= 1,
+             "model.knn_neighbors", "must be null or >= 1"),
             (self.loss.num_negatives >= 1, "loss.num_negatives", "must be >= 1"),
             (self.loss.temperature > 0, "loss.temperature", "must be > 0"),
             (self.train.batch_size >= 1, "train.batch_size", "must be >= 1"),

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
-__all__ = ["MetricAccumulator", "retrieval_metrics"]
+__all__ = ["MetricAccumulator", "diversity", "retrieval_metrics"]
 
 
 def _check_cutoffs(cutoffs: Sequence[int]) -> tuple[int, ...]:
@@ -40,6 +40,27 @@ def _check_cutoffs(cutoffs: Sequence[int]) -> tuple[int, ...]:
     if len(set(cutoffs)) != len(cutoffs):
         raise ValueError(f"cutoffs must be distinct, got {cutoffs!r}.")
     return cutoffs
+
+
+def _first_n(retrieved_ids: tf.Tensor, n: int, what: str) -> tf.Tensor:
+    """``retrieved_ids[:, :n]``, checking (statically, else at run time) that N >= n."""
+    have = retrieved_ids.shape[1]
+    if have is not None and have < n:
+        raise ValueError(
+            f"retrieved_ids has {have} items per user but the largest cutoff is {n}; "
+            f"retrieve at least {n}."
+        )
+    checks = []
+    if have is None:
+        checks.append(
+            tf.debugging.assert_greater_equal(
+                tf.shape(retrieved_ids)[1],
+                n,
+                message=f"retrieved_ids must hold at least {what}={n} items",
+            )
+        )
+    with tf.control_dependencies(checks):
+        return retrieved_ids[:, :n]
 
 
 def retrieval_metrics(
@@ -77,23 +98,7 @@ def retrieval_metrics(
             raise ValueError(f"{name} must have shape {doc}, got shape {tensor.shape}.")
         if not tensor.dtype.is_integer:
             raise ValueError(f"{name} must be integer ids, got {tensor.dtype.name}.")
-    n = retrieved_ids.shape[1]
-    if n is not None and n < max_cutoff:
-        raise ValueError(
-            f"retrieved_ids has {n} items per user but the largest cutoff is {max_cutoff}; "
-            f"retrieve at least {max_cutoff}."
-        )
-    checks = []
-    if n is None:
-        checks.append(
-            tf.debugging.assert_greater_equal(
-                tf.shape(retrieved_ids)[1],
-                max_cutoff,
-                message=f"retrieved_ids must hold at least max(cutoffs)={max_cutoff} items",
-            )
-        )
-    with tf.control_dependencies(checks):
-        retrieved = tf.cast(retrieved_ids[:, :max_cutoff], tf.int64)
+    retrieved = tf.cast(_first_n(retrieved_ids, max_cutoff, "max(cutoffs)"), tf.int64)
     # A padding column keeps T >= 1 (a [B, 0] target tensor stays valid);
     # 0 is not a target anyway.
     targets = tf.cast(targets, tf.int64)
@@ -141,6 +146,49 @@ def retrieval_metrics(
         result[f"hit_rate@{cutoff}"] = tf.cast(hits > 0, tf.float32)
         result[f"ndcg@{cutoff}"] = tf.cast(tf.math.divide_no_nan(dcg, idcg), tf.float32)
     return result
+
+
+def diversity(retrieved_ids: tf.Tensor, categories: tf.Tensor, k: int) -> tf.Tensor:
+    """ComiRec's Diversity@k per user: the share of retrieved pairs in different categories.
+
+    For the first ``k`` retrieved items ``R`` of a user (empty slots removed),
+    ``diversity = Σ_{i<j} 1[cat(R_i) != cat(R_j)] / (n (n - 1) / 2)`` with
+    ``n = |R|``, as ComiRec's ``compute_diversity``; 0 when ``n < 2``.
+    Computed from a ``[B, k, k]`` comparison, cheap for the usual ``k <= 100``.
+
+    Args:
+      retrieved_ids: int ``[B, N]``, ranked best first, ``N >= k``; ids ``<= 0``
+        (``-1`` empty slots, ``0`` padding) are not items and are ignored.
+      categories: int ``[num_items]``, the category of each item id; every
+        retrieved id must index it.
+      k: static positive int, the cutoff.
+
+    Returns:
+      float32 ``[B]``.
+
+    Raises:
+      ValueError: bad ``k``, ranks or dtypes, or ``N < k`` when that is known
+        statically (checked at run time otherwise).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}.")
+    retrieved_ids = tf.convert_to_tensor(retrieved_ids)
+    categories = tf.convert_to_tensor(categories)
+    for name, tensor, rank, doc in (("retrieved_ids", retrieved_ids, 2, "[B, N]"),
+                                    ("categories", categories, 1, "[num_items]")):
+        if tensor.shape.rank is not None and tensor.shape.rank != rank:
+            raise ValueError(f"{name} must have shape {doc}, got shape {tensor.shape}.")
+        if not tensor.dtype.is_integer:
+            raise ValueError(f"{name} must be integers, got {tensor.dtype.name}.")
+    retrieved = _first_n(retrieved_ids, k, "k")
+    is_item = retrieved > 0
+    cats = tf.gather(categories, tf.where(is_item, retrieved, tf.zeros_like(retrieved)))
+    both_items = is_item[:, :, tf.newaxis] & is_item[:, tf.newaxis, :]
+    differ = both_items & (cats[:, :, tf.newaxis] != cats[:, tf.newaxis, :])
+    # Over ordered pairs: each unordered pair counts twice in both sums.
+    different_pairs = tf.reduce_sum(tf.cast(differ, tf.float64), axis=[1, 2])
+    n = tf.reduce_sum(tf.cast(is_item, tf.float64), axis=1)
+    return tf.cast(tf.math.divide_no_nan(different_pairs, n * (n - 1.0)), tf.float32)
 
 
 class MetricAccumulator:

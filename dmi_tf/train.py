@@ -34,7 +34,7 @@ from dmi_tf.data.pipeline import evaluation_dataset, training_dataset
 from dmi_tf.errors import UserError
 from dmi_tf.evaluate import evaluate
 from dmi_tf.io_utils import atomic_write_text
-from dmi_tf.models import build_model, item_counts
+from dmi_tf.models import build_model
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -147,7 +147,6 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
     atomic_write_text(os.path.join(run_dir, "vocabulary.txt"),
                       "".join(raw + "\n" for raw in dataset.vocabulary))
 
-    counts = item_counts(dataset.train.items, dataset.num_items)
     L, ebs = config.data.max_length, config.train.eval_batch_size
     valid = evaluation_dataset(dataset.valid, L, ebs)
     test = evaluation_dataset(dataset.test, L, ebs)
@@ -158,7 +157,7 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
 
     baseline = build_model(dataclasses.replace(
         config, model=dataclasses.replace(config.model, name="most_popular")),
-        dataset.num_items, counts)
+        dataset.num_items, dataset.train)
     results = {
         "model": config.model.name,
         "dataset": dataset.summary(),
@@ -166,7 +165,7 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
                                        "test": evaluate_on(baseline, test)}},
     }
 
-    model = build_model(config, dataset.num_items, counts)
+    model = build_model(config, dataset.num_items, dataset.train)
     if isinstance(model, tf.keras.Model):
         tc = config.train
         train = training_dataset(dataset.train, L, tc.batch_size, config.data.min_target_position,

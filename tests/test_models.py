@@ -3,10 +3,13 @@ import pytest
 import tensorflow as tf
 
 from dmi_tf.config import Config, ModelConfig
+from dmi_tf.data.dataset import SplitData
 from dmi_tf.layers.pooling import GRUPooling, MaskedMeanPooling
 from dmi_tf.layers.readout import HardReadout
 from dmi_tf.models import build_model
 from dmi_tf.models.most_popular import MostPopular
+
+TRAIN = SplitData.from_sequences([0, 1], [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]])
 
 
 @pytest.mark.parametrize("layer_cls", [MaskedMeanPooling, GRUPooling])
@@ -45,7 +48,7 @@ def test_hard_readout_picks_the_interest_closest_to_the_target():
 
 def test_gradients_reach_item_embeddings_and_extractor():
     config = Config(model=ModelConfig(embedding_dim=8))
-    model = build_model(config, num_items=30, counts=np.arange(30))
+    model = build_model(config, num_items=30, train=TRAIN)
     features = {"history": tf.constant([[1, 2, 3, 0], [4, 5, 0, 0]]),
                 "target": tf.constant([6, 7])}
     with tf.GradientTape() as tape:
@@ -63,7 +66,7 @@ def test_initializer_choice_changes_the_weights():
     def first_kernel(init):
         config = Config(model=ModelConfig(embedding_dim=8, initializer=init))
         tf.keras.utils.set_random_seed(0)
-        model = build_model(config, num_items=30, counts=np.arange(30))
+        model = build_model(config, num_items=30, train=TRAIN)
         model.interests(tf.constant([[1, 2]]))
         return model.item_embedding.embeddings.numpy()
     he, glorot = first_kernel("he"), first_kernel("glorot")

@@ -21,3 +21,36 @@ class HardReadout(tf.keras.layers.Layer):
         scores = tf.einsum("bkd,bd->bk", interests, target_embeddings)
         chosen = tf.argmax(scores, axis=1, output_type=tf.int32)
         return tf.gather(interests, chosen, axis=1, batch_dims=1)
+
+
+class LabelAwareReadout(tf.keras.layers.Layer):
+    """MIND's label-aware attention: ``u = V · softmax(pow(V e_t, p))`` over the K interests.
+
+    ``pow`` is applied sign-preservingly (``sign(s)·|s|^p``) so a fractional p
+    never turns a negative score into NaN; p=1 is a plain softmax of the
+    scores, and a large p approaches the hard readout.
+
+    Args:
+      power: p.
+
+    Call args:
+      interests: float32 ``[batch, K, d]``.
+      target_embeddings: float32 ``[batch, d]``.
+
+    Returns:
+      float32 ``[batch, d]``.
+    """
+
+    def __init__(self, power: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.power = power
+
+    def call(self, interests, target_embeddings):
+        scores = tf.einsum("bkd,bd->bk", interests, target_embeddings)
+        if self.power != 1.0:
+            scores = tf.sign(scores) * tf.pow(tf.abs(scores), self.power)
+        weights = tf.nn.softmax(scores, axis=1)
+        return tf.einsum("bk,bkd->bd", weights, interests)
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power}

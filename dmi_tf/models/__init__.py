@@ -1,4 +1,10 @@
-"""Model registry: ``model.name`` -> a built model."""
+"""Model registry: ``model.name`` -> a built model.
+
+Every model offers ``interests(history [batch, L]) -> [batch, K, d]`` and
+``candidate_embeddings() -> [num_items, d]``, so evaluation, export and
+serving treat them alike. Trainable ones are ``tfrs.Model`` subclasses
+(:class:`MultiInterestModel`) differing only in their extractor layer.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,17 @@ import numpy as np
 import tensorflow as tf
 
 from dmi_tf.config import Config
+from dmi_tf.data.dataset import SplitData
 from dmi_tf.layers.initializers import embedding_initializer
 from dmi_tf.layers.pooling import GRUPooling, MaskedMeanPooling
+from dmi_tf.layers.readout import HardReadout, LabelAwareReadout
+from dmi_tf.layers.self_attentive import SelfAttentiveExtractor
 from dmi_tf.losses import retrieval_task
 from dmi_tf.models.base import MultiInterestModel
 from dmi_tf.models.most_popular import MostPopular
 
-MODEL_NAMES = ("youtube_dnn", "most_popular")
+MODEL_NAMES = ("youtube_dnn", "comirec_sa", "comirec_dr", "mind", "item_knn", "most_popular")
+MULTI_INTEREST = ("comirec_sa", "comirec_dr", "mind")
 
 
 def item_counts(train_items: np.ndarray, num_items: int) -> np.ndarray:
@@ -20,26 +30,47 @@ def item_counts(train_items: np.ndarray, num_items: int) -> np.ndarray:
     return np.bincount(train_items, minlength=num_items).astype(np.int64)
 
 
-def build_model(config: Config, num_items: int, counts: np.ndarray):
-    """Builds the model ``config.model.name`` for a table of ``num_items`` rows.
+def build_extractor(config: Config) -> tf.keras.layers.Layer:
+    """The query tower's extractor ``(history_embeddings, mask) -> [batch, K, d]``."""
+    m = config.model
+    d, k, length = m.embedding_dim, m.num_interests, config.data.max_length
+    if m.name == "youtube_dnn":
+        pooling = MaskedMeanPooling if m.pooling == "mean" else GRUPooling
+        return pooling(d, initializer=m.initializer, name="extractor")
+    if m.name == "comirec_sa":
+        return SelfAttentiveExtractor(k, d, length, hidden_factor=m.attention_hidden_factor,
+                                      initializer=m.initializer, name="extractor")
+    if m.name in ("mind", "comirec_dr"):
+        from dmi_tf.layers.capsule import CapsuleRouting
+
+        return CapsuleRouting(k, d, length, mode=m.name, iterations=m.routing_iterations,
+                              dynamic_interests=m.dynamic_interests, initializer=m.initializer,
+                              seed=config.train.seed, name="extractor")
+    raise ValueError(f"model {m.name!r} has no extractor; expected one of {MODEL_NAMES}")
+
+
+def build_model(config: Config, num_items: int, train: SplitData):
+    """Builds ``config.model.name`` for an item table of ``num_items`` rows.
 
     Args:
       config: the run config.
       num_items: item table size, padding row included.
-      counts: int ``[num_items]`` training interactions per item.
+      train: the training split (popularity, co-occurrence, logQ statistics).
     """
     name = config.model.name
+    counts = item_counts(train.items, num_items)
     if name == "most_popular":
         return MostPopular(counts)
+    if name == "item_knn":
+        from dmi_tf.models.item_knn import ItemKNN
+
+        return ItemKNN(train, num_items, neighbors=config.model.knn_neighbors)
     seed = config.train.seed
-    d = config.model.embedding_dim
     item_embedding = tf.keras.layers.Embedding(
-        num_items, d, embeddings_initializer=embedding_initializer(config.model.initializer, seed),
+        num_items, config.model.embedding_dim,
+        embeddings_initializer=embedding_initializer(config.model.initializer, seed),
         name="item_embedding")
-    if name == "youtube_dnn":
-        pooling = MaskedMeanPooling if config.model.pooling == "mean" else GRUPooling
-        extractor = pooling(d, initializer=config.model.initializer, name="extractor")
-    else:
-        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    readout = (HardReadout() if config.model.readout == "hard"
+               else LabelAwareReadout(config.model.readout_power))
     task = retrieval_task(config.loss, item_embedding, counts, seed=seed)
-    return MultiInterestModel(item_embedding, extractor, task, name=name)
+    return MultiInterestModel(item_embedding, build_extractor(config), task, readout, name=name)
