@@ -125,6 +125,8 @@ class EvalConfig:
     # Model selection uses validation recall at this cut-off.
     selection_metric: str = "recall@50"
     block_size: int = 65536
+    # λ of ComiRec's controllable aggregation (needs item categories); 0 = plain merge by score.
+    diversity_weight: float = 0.0
 
 
 @dataclasses.dataclass
@@ -152,6 +154,7 @@ class Config:
              "model.knn_neighbors", "must be null or >= 1"),
             (self.loss.num_negatives >= 1, "loss.num_negatives", "must be >= 1"),
             (self.loss.temperature > 0, "loss.temperature", "must be > 0"),
+            (self.eval.diversity_weight >= 0, "eval.diversity_weight", "must be >= 0"),
             (self.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
             (self.train.learning_rate > 0, "train.learning_rate", "must be > 0"),
             (self.train.steps_per_eval >= 1, "train.steps_per_eval", "must be >= 1"),

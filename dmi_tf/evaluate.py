@@ -1,23 +1,26 @@
 """Evaluation over the full catalogue, as ``protocol.md`` defines it.
 
 Each user's interests retrieve through :func:`dmi_tf.retrieval.retrieve` (the
-same per-interest top-N and merge that the export serves), and the metrics
-come from :mod:`dmi_tf.metrics`; this module only drives them over batches.
+same per-interest top-N and merge that the export serves), or through ComiRec's
+controllable aggregation when a diversity weight is set, and the metrics come
+from :mod:`dmi_tf.metrics`; this module only drives them over batches.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from dmi_tf.data.pipeline import HISTORY, TARGETS
-from dmi_tf.errors import DataError
-from dmi_tf.metrics import MetricAccumulator, retrieval_metrics
-from dmi_tf.retrieval import retrieve
+from dmi_tf.errors import ConfigError, DataError
+from dmi_tf.metrics import MetricAccumulator, diversity, retrieval_metrics
+from dmi_tf.retrieval import retrieve, retrieve_diverse
 
 
-def evaluate(model, dataset: tf.data.Dataset, cutoffs=(20, 50),
-             block_size: int = 65536) -> dict[str, float]:
-    """Mean Recall, HitRate and NDCG at each cut-off over every user of ``dataset``.
+def evaluate(model, dataset: tf.data.Dataset, cutoffs=(20, 50), block_size: int = 65536,
+             categories: np.ndarray | None = None,
+             diversity_weight: float = 0.0) -> dict[str, float]:
+    """Mean Recall, HitRate and NDCG (and Diversity) at each cut-off over every user.
 
     Args:
       model: anything with ``interests(history) -> [batch, K, d]`` and
@@ -26,6 +29,9 @@ def evaluate(model, dataset: tf.data.Dataset, cutoffs=(20, 50),
         (``pipeline.evaluation_dataset``).
       cutoffs: the N of each metric.
       block_size: catalogue rows scored at once.
+      categories: int ``[num_items]`` item categories; when given, ``diversity@N``
+        is reported too.
+      diversity_weight: λ of ComiRec's controllable aggregation (0 = plain merge).
 
     Returns:
       ``{"recall@20": ..., "hit_rate@20": ..., "ndcg@20": ..., ...}`` plus
@@ -34,6 +40,10 @@ def evaluate(model, dataset: tf.data.Dataset, cutoffs=(20, 50),
     cutoffs = tuple(sorted(cutoffs))
     n = cutoffs[-1]
     items = tf.convert_to_tensor(model.candidate_embeddings())
+    if diversity_weight and categories is None:
+        raise ConfigError("eval.diversity_weight > 0 needs item categories, and this dataset "
+                          "has none; add item_cate.txt to the data folder or set it to 0.")
+    category_table = None if categories is None else tf.constant(categories, tf.int32)
 
     # Batch size and target length vary (the last batch is short); a fixed
     # signature keeps that from retracing the graph.
@@ -41,8 +51,17 @@ def evaluate(model, dataset: tf.data.Dataset, cutoffs=(20, 50),
                                   tf.TensorSpec([None, None], tf.int32),
                                   tf.TensorSpec(items.shape, items.dtype)])
     def batch_metrics(history, targets, items):
-        _, ids = retrieve(model.interests(history, training=False), items, n, block_size)
-        return retrieval_metrics(ids, targets, cutoffs)
+        interests = model.interests(history, training=False)
+        if diversity_weight:
+            _, ids = retrieve_diverse(interests, items, n, category_table, diversity_weight,
+                                      block_size)
+        else:
+            _, ids = retrieve(interests, items, n, block_size)
+        metrics = retrieval_metrics(ids, targets, cutoffs)
+        if category_table is not None:
+            for c in cutoffs:
+                metrics[f"diversity@{c}"] = diversity(ids, category_table, c)
+        return metrics
 
     accumulator = MetricAccumulator()
     users = 0

@@ -153,7 +153,8 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
     cutoffs, block = config.eval.cutoffs, config.eval.block_size
 
     def evaluate_on(model, split):
-        return evaluate(model, split, cutoffs, block)
+        return evaluate(model, split, cutoffs, block, dataset.item_categories,
+                        config.eval.diversity_weight)
 
     baseline = build_model(dataclasses.replace(
         config, model=dataclasses.replace(config.model, name="most_popular")),

@@ -32,7 +32,7 @@ def test_default_data_run_writes_everything_and_beats_most_popular(synthetic_run
     metrics = json.load(open(os.path.join(synthetic_run, "metrics.json")))
     popular = metrics["baselines"]["most_popular"]
     for split in ("valid", "test"):
-        assert set(metrics[split]) >= {"recall@20", "hit_rate@50", "ndcg@50"}
+        assert set(metrics[split]) >= {"recall@20", "hit_rate@50", "ndcg@50", "diversity@50"}
         # The planted interests are learnable: the trained model clears the popularity floor.
         assert metrics[split]["recall@50"] > popular[split]["recall@50"] + 0.03
     assert metrics["best_step"] in [h["step"] for h in metrics["history"]]

@@ -86,6 +86,9 @@ class Dataset:
       vocabulary: raw item id of each index; ``vocabulary[0] == ""`` is padding,
         so ``len(vocabulary) == num_items``.
       name: a short name for logs and tables.
+      item_categories: int64 ``[num_items]``, the category of each item index
+        (-1 unknown, and for padding), or None; used by the diversity metric and
+        ComiRec's controllable aggregation.
     """
 
     train: SplitData
@@ -93,6 +96,7 @@ class Dataset:
     test: SplitData
     vocabulary: list[str]
     name: str = "dataset"
+    item_categories: np.ndarray | None = None
 
     @property
     def num_items(self) -> int:

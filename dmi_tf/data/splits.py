@@ -295,11 +295,31 @@ def _read_item_map(path: str) -> dict[int, str]:
     return mapping
 
 
+def _read_item_categories(path: str, size: int) -> np.ndarray:
+    """``item_cate.txt`` (ComiRec's ``item_index,category_id`` lines) -> int64 ``[size]``.
+
+    Items without a line get category -1 (unknown).
+    """
+    categories = np.full(size, -1, np.int64)
+    for lineno, line in iter_lines(path):
+        try:
+            index, category = (_parse_int(f) for f in line.split(","))
+        except ValueError:  # not two fields, or not integers
+            index = category = None
+        if index is None or not 1 <= index < size or category < 0:
+            raise bad_line(path, lineno, line, "not an item index and a category id",
+                           f"'item_index,category_id' with 1 <= item_index < {size}, "
+                           "category_id >= 0, e.g. '17,3'")
+        categories[index] = category
+    return categories
+
+
 def load_dataset(path: str | os.PathLike, name: str | None = None) -> Dataset:
     """Loads a processed split folder (3- or 4-column split files, optional item map).
 
     Each split's users keep their first-appearance order in the file; each user's items are
-    ordered by position (stable). Without ``item_map.txt`` the vocabulary is
+    ordered by position (stable). An ``item_cate.txt`` beside the splits gives item categories.
+    Without ``item_map.txt`` the vocabulary is
     ``["", "1", ..., str(max_item_id)]``; with it, ``vocabulary[index]`` is the raw id and
     indices absent from the map get ``str(index)``.
 
@@ -345,5 +365,9 @@ def load_dataset(path: str | os.PathLike, name: str | None = None) -> Dataset:
     vocabulary = [""] + [str(k) for k in range(1, size)]
     for index, raw in mapping.items():
         vocabulary[index] = raw
+    # The category file sits beside the splits and shares their prefix (ComiRec's naming).
+    categories_path = files["train"][: -len("train.txt")] + "item_cate.txt"
+    categories = (_read_item_categories(categories_path, size)
+                  if os.path.isfile(categories_path) else None)
     return Dataset(train=splits["train"], valid=splits["valid"], test=splits["test"],
-                   vocabulary=vocabulary, name=name or default_name)
+                   vocabulary=vocabulary, name=name or default_name, item_categories=categories)

@@ -96,4 +96,5 @@ def synthetic_dataset(config: SyntheticConfig) -> tuple[Dataset, np.ndarray]:
     log, topic_of = generate_log(config)
     dataset = prepare(log, seed=config.seed, name=f"synthetic(seed={config.seed})")
     item_topics = np.array([-1] + [topic_of[raw] for raw in dataset.vocabulary[1:]], np.int64)
+    dataset.item_categories = item_topics  # the planted topics are the categories
     return dataset, item_topics
