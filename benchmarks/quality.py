@@ -1,8 +1,11 @@
 """Quality benchmark: every model on one dataset over several seeds, mean ± spread.
 
-    python benchmarks/quality.py [--data DIR] [--config configs/FILE.yaml]
+    python benchmarks/quality.py [--data DIR] [--config 'configs/ml100k_{model}.yaml']
         [--models youtube_dnn,most_popular] [--seeds 0,1,2] [--out runs/bench]
         [--write BENCHMARKS.md] [section.key=value ...]
+
+``--config`` may contain ``{model}``: each model then runs with its own file
+(``configs/ml100k_comirec_dr.yaml`` has ComiRec-DR's learning rate, for example).
 
 Each (model, seed) is a full ``python -m dmi_tf.train`` run in its own run
 directory (``train.seed`` is the seed). The table (valid and test metrics, mean
@@ -52,8 +55,9 @@ def run(args) -> tuple[str, str]:
         per_seed = []
         # MostPopular has no randomness: one run is the whole distribution.
         for seed in seeds if model != "most_popular" else seeds[:1]:
-            config = config_lib.load(args.config, [*overrides, f"model.name={model}",
-                                                   f"train.seed={seed}"])
+            path = args.config.format(model=model) if args.config else None
+            config = config_lib.load(path, [*overrides, f"model.name={model}",
+                                            f"train.seed={seed}"])
             run_dir = prepare_run_dir(os.path.join(args.out, f"{model}-seed{seed}"), model)
             print(f"== {model}, seed {seed} -> {run_dir}", flush=True)
             results = train_and_evaluate(config, run_dir, verbose=0)
@@ -87,7 +91,8 @@ def write_section(path: str, title: str, body: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="split folder (default: the config's, else synthetic)")
-    parser.add_argument("--config", help="YAML config applied to every model")
+    parser.add_argument("--config", help="YAML config; '{model}' in it is replaced by each "
+                                         "model's name")
     parser.add_argument("--models", default="most_popular,youtube_dnn")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default=os.path.join("runs", "bench"))

@@ -38,8 +38,9 @@ def measure(config, steps: int, repeats: int) -> dict[str, float]:
     model = build_model(config, dataset.num_items, dataset.train)
     model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate),
                   jit_compile=tc.jit_compile)
-    stream = training_dataset(dataset.train, config.data.max_length, tc.batch_size,
-                              config.data.min_target_position, seed=tc.seed)
+    stream = model.training_stream(training_dataset(
+        dataset.train, config.data.max_length, tc.batch_size, config.data.min_target_position,
+        seed=tc.seed))
     cached = stream.take(1).cache().repeat()
 
     def timed(data) -> float:

@@ -169,8 +169,8 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
     model = build_model(config, dataset.num_items, dataset.train)
     if isinstance(model, tf.keras.Model):
         tc = config.train
-        train = training_dataset(dataset.train, L, tc.batch_size, config.data.min_target_position,
-                                 seed=tc.seed)
+        train = model.training_stream(training_dataset(
+            dataset.train, L, tc.batch_size, config.data.min_target_position, seed=tc.seed))
         model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate),
                       jit_compile=tc.jit_compile)
         checkpoint = tf.train.Checkpoint(model=model)

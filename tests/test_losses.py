@@ -100,3 +100,18 @@ def test_config_switch_selects_the_task():
     counts = np.array([0, 5, 4, 3, 2, 1])
     assert isinstance(retrieval_task(LossConfig(), emb, counts), SampledSoftmaxRetrieval)
     assert isinstance(retrieval_task(LossConfig(kind="in_batch"), emb, counts), InBatchRetrieval)
+
+
+def test_negatives_drawn_on_the_pipeline_give_the_same_loss():
+    emb = table(num_items=50)
+    task = SampledSoftmaxRetrieval(emb, num_negatives=20, seed=1)
+    features = task.add_negatives({"target": tf.constant([3, 4])})
+    ids, true_q, neg_q = features["negatives"]
+    assert ids.shape == (20,) and true_q.shape == (2,) and neg_q.shape == (20,)
+    q = tf.constant(np.ones((2, 3), np.float32))
+    pos = tf.gather(emb.embeddings, [3, 4])
+    given = task(q, pos, candidate_ids=tf.constant([3, 4]), negatives=features["negatives"])
+    fixed = FixedSampler(emb, ids.numpy(), true_q.numpy(), neg_q.numpy())
+    np.testing.assert_allclose(given.numpy(),
+                               fixed(q, pos, candidate_ids=tf.constant([3, 4])).numpy(),
+                               rtol=1e-6)

@@ -79,3 +79,22 @@ def test_most_popular_scores_by_count():
     model = MostPopular(np.array([0, 5, 9, 1]))
     scores = tf.linalg.matvec(model.candidate_embeddings(), model.interests(tf.zeros([2, 3]))[0, 0])
     np.testing.assert_array_equal(scores.numpy(), [0, 5, 9, 1])
+
+
+def test_he_positions_start_small_next_to_items():
+    from dmi_tf.layers.initializers import position_initializer
+    positions = position_initializer("he", 20, 64, seed=0)([20, 64]).numpy()
+    assert positions.std() == pytest.approx(np.sqrt(2 / (20 * 64)), rel=0.1)
+
+
+def test_training_stream_carries_negatives_into_the_loss():
+    from dmi_tf.data.pipeline import training_dataset
+    config = Config(model=ModelConfig(embedding_dim=8))
+    model = build_model(config, num_items=30, train=TRAIN)
+    stream = model.training_stream(training_dataset(TRAIN, 4, 2, seed=0))
+    batch = next(iter(stream))
+    negative_ids = batch["negatives"][0].numpy()
+    assert len(negative_ids) == 29 and negative_ids.min() >= 1  # all real items, never padding
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+    history = model.fit(stream, steps_per_epoch=3, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from dmi_tf.layers.initializers import embedding_initializer, kernel_initializer
+from dmi_tf.layers.initializers import kernel_initializer, position_initializer
 
 # Softmax over padded positions must give exactly 0; ComiRec uses -2**32 + 1.
 _MASKED = -1e9
@@ -51,9 +51,10 @@ class SelfAttentiveExtractor(tf.keras.layers.Layer):
                                         kernel_initializer=kernel_initializer(initializer),
                                         name="w2")
         # Created here rather than in build() so that attend() works before any __call__.
-        self.positions = (self.add_weight("positions", shape=[max_length, units],
-                                          initializer=embedding_initializer(initializer))
-                          if use_positions else None)
+        self.positions = (self.add_weight(
+            "positions", shape=[max_length, units],
+            initializer=position_initializer(initializer, max_length, units))
+            if use_positions else None)
 
     def attend(self, history_embeddings, mask):
         """Returns ``(interests [batch, K, d], attention [batch, K, L])``."""

@@ -16,6 +16,7 @@ import tensorflow_recommenders as tfrs
 
 from dmi_tf.data.pipeline import HISTORY, TARGET
 from dmi_tf.layers.readout import HardReadout
+from dmi_tf.losses import NEGATIVES, SampledSoftmaxRetrieval
 
 
 class MultiInterestModel(tfrs.Model):
@@ -49,9 +50,18 @@ class MultiInterestModel(tfrs.Model):
         """The item table float32 ``[num_items, d]``; row 0 is padding."""
         return self.item_embedding.embeddings
 
+    def training_stream(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        """Adds the loss's per-batch input work (sampled negatives) to a training stream."""
+        if not isinstance(self.task, SampledSoftmaxRetrieval):
+            return dataset
+        # Sequential, so the seeded sampler draws the same negatives on every run;
+        # it still runs on its own tf.data thread, beside the training step.
+        return dataset.map(self.task.add_negatives).prefetch(tf.data.AUTOTUNE)
+
     def compute_loss(self, features, training=False):
         interests = self.interests(features[HISTORY], training=training)
         target = features[TARGET]
         target_embeddings = self.item_embedding(target)
         user = self.readout(interests, target_embeddings)
-        return self.task(user, target_embeddings, candidate_ids=target)
+        extra = {"negatives": features[NEGATIVES]} if NEGATIVES in features else {}
+        return self.task(user, target_embeddings, candidate_ids=target, **extra)
