@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import masked_history
 
 from dmi_tf.layers.capsule import CapsuleRouting, squash
 
@@ -8,13 +9,7 @@ MODES = ["mind", "comirec_dr"]
 
 
 def inputs(seed=0, batch=4, length=6, d=4):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(batch, length, d)).astype(np.float32)
-    mask = np.ones((batch, length), bool)
-    mask[0, 3:] = False
-    mask[1, 1:] = False
-    mask[2, 5:] = False
-    return x, mask
+    return masked_history(seed, batch, length, d)
 
 
 def layer_for(mode, k=3, d=4, length=6, **kwargs):

@@ -1,18 +1,14 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import masked_history
 
 from dmi_tf.layers.readout import HardReadout, LabelAwareReadout
 from dmi_tf.layers.self_attentive import SelfAttentiveExtractor
 
 
 def inputs(seed=0, batch=3, length=6, d=4):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(batch, length, d)).astype(np.float32)
-    mask = np.ones((batch, length), bool)
-    mask[0, 3:] = False
-    mask[1, 1:] = False
-    return x, mask
+    return masked_history(seed, batch, length, d)
 
 
 def test_shapes_and_attention_rows_sum_to_one_over_real_items():

@@ -13,12 +13,14 @@ import tensorflow as tf
 
 from dmi_tf.config import Config
 from dmi_tf.data.dataset import SplitData
+from dmi_tf.layers.capsule import CapsuleRouting
 from dmi_tf.layers.initializers import embedding_initializer
 from dmi_tf.layers.pooling import GRUPooling, MaskedMeanPooling
 from dmi_tf.layers.readout import HardReadout, LabelAwareReadout
 from dmi_tf.layers.self_attentive import SelfAttentiveExtractor
 from dmi_tf.losses import retrieval_task
 from dmi_tf.models.base import MultiInterestModel
+from dmi_tf.models.item_knn import ItemKNN
 from dmi_tf.models.most_popular import MostPopular
 
 MODEL_NAMES = ("youtube_dnn", "comirec_sa", "comirec_dr", "mind", "item_knn", "most_popular")
@@ -41,8 +43,6 @@ def build_extractor(config: Config) -> tf.keras.layers.Layer:
         return SelfAttentiveExtractor(k, d, length, hidden_factor=m.attention_hidden_factor,
                                       initializer=m.initializer, name="extractor")
     if m.name in ("mind", "comirec_dr"):
-        from dmi_tf.layers.capsule import CapsuleRouting
-
         return CapsuleRouting(k, d, length, mode=m.name, iterations=m.routing_iterations,
                               dynamic_interests=m.dynamic_interests, initializer=m.initializer,
                               seed=config.train.seed, name="extractor")
@@ -62,8 +62,6 @@ def build_model(config: Config, num_items: int, train: SplitData):
     if name == "most_popular":
         return MostPopular(counts)
     if name == "item_knn":
-        from dmi_tf.models.item_knn import ItemKNN
-
         return ItemKNN(train, num_items, neighbors=config.model.knn_neighbors)
     seed = config.train.seed
     item_embedding = tf.keras.layers.Embedding(
