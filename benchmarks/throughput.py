@@ -37,7 +37,7 @@ def measure(config, steps: int, repeats: int) -> dict[str, float]:
     tc = config.train
     model = build_model(config, dataset.num_items, dataset.train)
     model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate),
-                  jit_compile=tc.jit_compile)
+                  jit_compile=tc.jit_compile, steps_per_execution=tc.steps_per_execution)
     stream = model.training_stream(training_dataset(
         dataset.train, config.data.max_length, tc.batch_size, config.data.min_target_position,
         seed=tc.seed))

@@ -113,8 +113,11 @@ class TrainConfig:
     patience: int = 3
     seed: int = 0
     eval_batch_size: int = 256
-    # Whether Keras compiles the train step with XLA.
+    # Whether Keras compiles the train step with XLA (2x slower on 2 CPU cores, measured).
     jit_compile: bool = False
+    # Train steps run per tf.function call: removes per-step Python and callback
+    # overhead, which is large next to a ~10 ms step (+15% measured for ComiRec-SA).
+    steps_per_execution: int = 25
 
 
 @dataclasses.dataclass
@@ -159,6 +162,7 @@ class Config:
             (self.train.learning_rate > 0, "train.learning_rate", "must be > 0"),
             (self.train.steps_per_eval >= 1, "train.steps_per_eval", "must be >= 1"),
             (self.train.max_steps >= 1, "train.max_steps", "must be >= 1"),
+            (self.train.steps_per_execution >= 1, "train.steps_per_execution", "must be >= 1"),
             (self.train.patience >= 1, "train.patience", "must be >= 1"),
             (self.eval.block_size >= max(self.eval.cutoffs, default=1), "eval.block_size",
              "must be >= the largest cut-off"),

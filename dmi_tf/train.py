@@ -172,7 +172,7 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
         train = model.training_stream(training_dataset(
             dataset.train, L, tc.batch_size, config.data.min_target_position, seed=tc.seed))
         model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate),
-                      jit_compile=tc.jit_compile)
+                      jit_compile=tc.jit_compile, steps_per_execution=tc.steps_per_execution)
         checkpoint = tf.train.Checkpoint(model=model)
         manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"),
                                              max_to_keep=1, checkpoint_name="best")
