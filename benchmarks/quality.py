@@ -36,9 +36,11 @@ COLUMNS = ("recall@20", "recall@50", "hit_rate@50", "ndcg@50")
 
 
 def mean_spread(values) -> str:
+    """``mean ± sample std``; a single run has no spread to show."""
     values = np.asarray(values, np.float64)
-    spread = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.4f} ± {spread:.4f}"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
 def run(args) -> tuple[str, str]:
