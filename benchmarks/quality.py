@@ -55,8 +55,8 @@ def run(args) -> tuple[str, str]:
     rows, dataset_name = [], None
     for model in models:
         per_seed = []
-        # MostPopular has no randomness: one run is the whole distribution.
-        for seed in seeds if model != "most_popular" else seeds[:1]:
+        # Non-neural baselines have no randomness: one run is the whole distribution.
+        for seed in seeds if model not in ("most_popular", "item_knn") else seeds[:1]:
             path = args.config.format(model=model) if args.config else None
             config = config_lib.load(path, [*overrides, f"model.name={model}",
                                             f"train.seed={seed}"])
@@ -110,8 +110,8 @@ def main(argv=None) -> int:
                 f"{platform.python_version()}, {platform.system()} | "
                 f"date: {datetime.date.today().isoformat()}\n\n"
                 f"Command: `{command}`\n\n"
-                "Mean ± sample standard deviation over seeds (`train.seed`); MostPopular is "
-                "deterministic (one run).\n\n" + table)
+                "Mean ± sample standard deviation over seeds (`train.seed`); MostPopular and "
+                "item-kNN are deterministic (one run).\n\n" + table)
         write_section(args.write, f"Quality: {dataset_name}", body)
         print(f"wrote the '{dataset_name}' section of {args.write}")
     return 0
