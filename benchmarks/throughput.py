@@ -23,9 +23,8 @@ import time
 import tensorflow as tf
 
 from dmi_tf import config as config_lib
-from dmi_tf.data.pipeline import training_dataset
 from dmi_tf.models import build_model
-from dmi_tf.train import load_data
+from dmi_tf.train import compile_for_training, load_data, training_stream
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality import write_section
@@ -34,13 +33,9 @@ from quality import write_section
 def measure(config, steps: int, repeats: int) -> dict[str, float]:
     tf.keras.utils.set_random_seed(config.train.seed)
     dataset = load_data(config)
-    tc = config.train
     model = build_model(config, dataset.num_items, dataset.train)
-    model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate),
-                  jit_compile=tc.jit_compile, steps_per_execution=tc.steps_per_execution)
-    stream = model.training_stream(training_dataset(
-        dataset.train, config.data.max_length, tc.batch_size, config.data.min_target_position,
-        seed=tc.seed))
+    compile_for_training(model, config)
+    stream = training_stream(model, config, dataset)
     cached = stream.take(1).cache().repeat()
 
     def timed(data) -> float:
@@ -49,7 +44,7 @@ def measure(config, steps: int, repeats: int) -> dict[str, float]:
         for _ in range(repeats):
             start = time.perf_counter()
             model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
-            runs.append(steps * tc.batch_size / (time.perf_counter() - start))
+            runs.append(steps * config.train.batch_size / (time.perf_counter() - start))
         return statistics.median(runs)
 
     return {"end_to_end": timed(stream), "model_step": timed(cached)}

@@ -159,49 +159,70 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
     baseline = build_model(dataclasses.replace(
         config, model=dataclasses.replace(config.model, name="most_popular")),
         dataset.num_items, dataset.train)
-    results = {
-        "model": config.model.name,
-        "dataset": dataset.summary(),
-        "baselines": {"most_popular": {"valid": evaluate_on(baseline, valid),
-                                       "test": evaluate_on(baseline, test)}},
-    }
-
-    model = build_model(config, dataset.num_items, dataset.train)
-    if isinstance(model, tf.keras.Model):
-        tc = config.train
-        train = model.training_stream(training_dataset(
-            dataset.train, L, tc.batch_size, config.data.min_target_position, seed=tc.seed))
-        model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate),
-                      jit_compile=tc.jit_compile, steps_per_execution=tc.steps_per_execution)
-        checkpoint = tf.train.Checkpoint(model=model)
-        manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"),
-                                             max_to_keep=1, checkpoint_name="best")
-        log_dir = os.path.join(run_dir, "tensorboard")
-        callback = ValidationCallback(
-            lambda: evaluate_on(model, valid), config.eval.selection_metric, tc.patience,
-            tc.steps_per_eval, manager, tf.summary.create_file_writer(
-                os.path.join(log_dir, "validation")), tc.batch_size)
-        epochs = math.ceil(tc.max_steps / tc.steps_per_eval)
-        print(f"training {config.model.name}: up to {epochs * tc.steps_per_eval:,} steps of "
-              f"{tc.batch_size}, validation every {tc.steps_per_eval:,} steps", flush=True)
-        t0 = time.perf_counter()
-        model.fit(train, epochs=epochs, steps_per_epoch=tc.steps_per_eval,
-                  callbacks=[callback, tf.keras.callbacks.TensorBoard(
-                      log_dir, update_freq=max(1, tc.steps_per_eval // 10), profile_batch=0)],
-                  verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
-        train_seconds = time.perf_counter() - t0
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        results.update({
-            "best_step": callback.best_step,
-            "steps": len(callback.history) * tc.steps_per_eval,
-            "train_seconds": round(train_seconds, 1),
-            "history": callback.history,
-        })
-    # The test split is read once, with the selected weights.
-    results["valid"] = evaluate_on(model, valid)
-    results["test"] = evaluate_on(model, test)
+    popular = {"valid": evaluate_on(baseline, valid), "test": evaluate_on(baseline, test)}
+    results = {"model": config.model.name, "dataset": dataset.summary(),
+               "baselines": {"most_popular": popular}}
+    if config.model.name == "most_popular":
+        results.update(popular)
+    else:
+        model = build_model(config, dataset.num_items, dataset.train)
+        if isinstance(model, tf.keras.Model):
+            results.update(fit(model, config, dataset, run_dir,
+                               lambda: evaluate_on(model, valid), verbose))
+        # The test split is read once, with the selected weights.
+        results["valid"] = evaluate_on(model, valid)
+        results["test"] = evaluate_on(model, test)
     atomic_write_text(os.path.join(run_dir, "metrics.json"), json.dumps(results, indent=2) + "\n")
     return results
+
+
+def training_stream(model: tf.keras.Model, config: config_lib.Config,
+                    dataset) -> tf.data.Dataset:
+    """The endless training stream of ``dataset.train``, with the loss's per-batch input work."""
+    return model.training_stream(training_dataset(
+        dataset.train, config.data.max_length, config.train.batch_size,
+        config.data.min_target_position, seed=config.train.seed))
+
+
+def compile_for_training(model: tf.keras.Model, config: config_lib.Config) -> None:
+    """Adam with the configured learning rate, XLA choice and steps per execution."""
+    tc = config.train
+    model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate),
+                  jit_compile=tc.jit_compile, steps_per_execution=tc.steps_per_execution)
+
+
+def fit(model: tf.keras.Model, config: config_lib.Config, dataset, run_dir: str,
+        validate, verbose: int | None = None) -> dict:
+    """Trains until validation stops improving; leaves the best weights in ``model``.
+
+    Args:
+      validate: a callable returning the validation metrics of ``model``.
+
+    Returns:
+      ``best_step``, ``steps``, ``train_seconds`` and the validation ``history``.
+    """
+    tc = config.train
+    train = training_stream(model, config, dataset)
+    compile_for_training(model, config)
+    checkpoint = tf.train.Checkpoint(model=model)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"),
+                                         max_to_keep=1, checkpoint_name="best")
+    log_dir = os.path.join(run_dir, "tensorboard")
+    callback = ValidationCallback(
+        validate, config.eval.selection_metric, tc.patience, tc.steps_per_eval, manager,
+        tf.summary.create_file_writer(os.path.join(log_dir, "validation")), tc.batch_size)
+    epochs = math.ceil(tc.max_steps / tc.steps_per_eval)
+    print(f"training {config.model.name}: up to {epochs * tc.steps_per_eval:,} steps of "
+          f"{tc.batch_size}, validation every {tc.steps_per_eval:,} steps", flush=True)
+    t0 = time.perf_counter()
+    model.fit(train, epochs=epochs, steps_per_epoch=tc.steps_per_eval,
+              callbacks=[callback, tf.keras.callbacks.TensorBoard(
+                  log_dir, update_freq=max(1, tc.steps_per_eval // 10), profile_batch=0)],
+              verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
+    train_seconds = time.perf_counter() - t0
+    checkpoint.restore(manager.latest_checkpoint).expect_partial()
+    return {"best_step": callback.best_step, "steps": len(callback.history) * tc.steps_per_eval,
+            "train_seconds": round(train_seconds, 1), "history": callback.history}
 
 
 def format_table(results: dict, cutoffs) -> str:
@@ -217,7 +238,10 @@ def format_table(results: dict, cutoffs) -> str:
                          str(int(metrics["users"]))])
     header = ["model", "split", *columns, "users"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+
+    def line(cells):
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
