@@ -11,3 +11,15 @@ def masked_history(seed=0, batch=4, length=6, d=4):
     for user, real in enumerate([3, 1, 5][:batch]):
         mask[user, real:] = False
     return x, mask
+
+
+def input_and_weight_gradients(layer, x, mask):
+    """Gradients of ``sum(layer(x, mask)²)`` w.r.t. the input and every trainable weight."""
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layer(x, mask) ** 2)
+    grads = tape.gradient(loss, [x, *layer.trainable_variables])
+    return [None if g is None else tf.convert_to_tensor(g).numpy() for g in grads]
