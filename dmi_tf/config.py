@@ -95,6 +95,8 @@ class LossConfig:
     # Negatives per batch; ComiRec used 10 x batch size.
     num_negatives: int = 1280
     sampler: Literal["log_uniform", "uniform"] = "log_uniform"
+    # Distinct negatives (ComiRec) or draws with replacement (REMI's PyTorch port).
+    unique_negatives: bool = True
     logq_correction: bool = True
     remove_accidental_hits: bool = True
     temperature: float = 1.0

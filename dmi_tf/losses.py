@@ -46,18 +46,22 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer):
       remove_accidental_hits: mask a sampled negative equal to the row's positive.
       temperature: logits are divided by it.
       seed: seed of the sampler.
+      unique: draw distinct negatives (ComiRec, TF's sampled softmax) or with
+        replacement (REMI's port); logQ uses the matching expected counts.
     """
 
     def __init__(self, item_embedding: tf.keras.layers.Embedding, num_negatives: int = 1280,
                  sampler: str = "log_uniform", logq_correction: bool = True,
                  remove_accidental_hits: bool = True, temperature: float = 1.0,
-                 seed: int | None = None, **kwargs):
+                 seed: int | None = None, unique: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.item_embedding = item_embedding
+        self.unique = unique
         self.num_real_items = item_embedding.input_dim - 1
         if self.num_real_items < 1:
             raise ValueError("the item table has no real items (only the padding row)")
-        self.num_negatives = min(num_negatives, self.num_real_items)
+        # Distinct draws cannot outnumber the catalogue; draws with replacement can.
+        self.num_negatives = min(num_negatives, self.num_real_items) if unique else num_negatives
         if sampler not in ("log_uniform", "uniform"):
             raise ValueError(f"unknown sampler {sampler!r}; expected log_uniform or uniform")
         self.sampler = sampler
@@ -81,7 +85,8 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer):
         sampler_fn = (tf.random.log_uniform_candidate_sampler if self.sampler == "log_uniform"
                       else tf.random.uniform_candidate_sampler)
         sampled, true_expected, sampled_expected = sampler_fn(
-            true_classes=true_classes, num_true=1, num_sampled=self.num_negatives, unique=True,
+            true_classes=true_classes, num_true=1, num_sampled=self.num_negatives,
+            unique=self.unique,
             range_max=self.num_real_items, seed=self.seed)
         return tf.cast(sampled, tf.int32) + 1, true_expected[:, 0], sampled_expected
 
@@ -184,7 +189,7 @@ def retrieval_task(config: LossConfig, item_embedding: tf.keras.layers.Embedding
             item_embedding, num_negatives=config.num_negatives, sampler=config.sampler,
             logq_correction=config.logq_correction,
             remove_accidental_hits=config.remove_accidental_hits,
-            temperature=config.temperature, seed=seed)
+            temperature=config.temperature, seed=seed, unique=config.unique_negatives)
     probabilities = None
     if config.logq_correction:
         # Items never seen in training still get a small probability, so log q stays finite.

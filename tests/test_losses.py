@@ -115,3 +115,17 @@ def test_negatives_drawn_on_the_pipeline_give_the_same_loss():
     np.testing.assert_allclose(given.numpy(),
                                fixed(q, pos, candidate_ids=tf.constant([3, 4])).numpy(),
                                rtol=1e-6)
+
+
+def test_negatives_with_replacement_can_repeat_and_exceed_the_catalogue():
+    emb = table(num_items=6)
+    task = SampledSoftmaxRetrieval(emb, num_negatives=40, seed=0, unique=False)
+    ids, _, neg_q = task.sample(tf.constant([1, 2]))
+    ids = ids.numpy()
+    assert len(ids) == 40 and ids.min() >= 1 and ids.max() <= 5
+    assert len(set(ids.tolist())) < 40  # repeats
+    # With replacement the expected count is num_sampled * p(id), p log-uniform over ranks 0..4.
+    p = (np.log(ids + 1) - np.log(ids)) / np.log(6)  # rank = id - 1
+    np.testing.assert_allclose(neg_q.numpy(), 40 * p, rtol=1e-5)
+    assert retrieval_task(LossConfig(unique_negatives=False, num_negatives=40), emb,
+                          np.ones(6)).num_negatives == 40
