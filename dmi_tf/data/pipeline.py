@@ -27,6 +27,29 @@ TARGET = "target"  # int32 [batch]
 TARGETS = "targets"  # int32 [batch, T], 0 = padding
 
 
+def history_window(items, start, end, max_length: int):
+    """The up to ``L`` items before each cut, left-aligned and padded with 0 (ComiRec's layout).
+
+    The one definition of a model's input, shared by training samples (cut at
+    the target) and evaluation samples (cut at 80% of the sequence).
+
+    Args:
+      items: int32 ``[total]``, every user's items back to back.
+      start: int32 ``[batch]``, where each user's items begin in ``items``.
+      end: int32 ``[batch]``, the cut: the history ends just before ``items[end]``;
+        ``end > start``.
+      max_length: L.
+
+    Returns:
+      int32 ``[batch, L]``: ``items[max(start, end - L):end]`` followed by zeros.
+    """
+    first = tf.maximum(end - max_length, start)
+    index = first[:, None] + tf.range(max_length, dtype=first.dtype)[None, :]
+    valid = index < end[:, None]
+    # Clamped so padded slots never read past the user's own items.
+    return tf.where(valid, tf.gather(items, tf.minimum(index, end[:, None] - 1)), 0)
+
+
 def training_dataset(split: SplitData, max_length: int, batch_size: int,
                      min_target_position: int = 4, seed: int = 0) -> tf.data.Dataset:
     """An endless, shuffled stream of training batches.
@@ -50,7 +73,6 @@ def training_dataset(split: SplitData, max_length: int, batch_size: int,
     items = tf.constant(split.items, tf.int32)
     starts = tf.constant(split.row_splits[:-1], tf.int32)
     seq_lengths = tf.constant(lengths, tf.int32)
-    positions = tf.range(max_length, dtype=tf.int32)
 
     def make_batch(batch_number, users):
         n = tf.gather(seq_lengths, users)
@@ -59,13 +81,8 @@ def training_dataset(split: SplitData, max_length: int, batch_size: int,
             draw * tf.cast(n - min_target_position, tf.float32), tf.int32)
         k = tf.minimum(k, n - 1)  # float rounding can reach n when draw is just below 1
         start = tf.gather(starts, users)
-        offset = tf.maximum(k - max_length, 0)
-        index = offset[:, None] + positions[None, :]
-        valid = index < k[:, None]
-        # Clamped so padded slots never read past the user's own items.
-        gathered = tf.gather(items, start[:, None] + tf.minimum(index, n[:, None] - 1))
-        history = tf.where(valid, gathered, 0)
-        return {HISTORY: history, TARGET: tf.gather(items, start + k)}
+        return {HISTORY: history_window(items, start, start + k, max_length),
+                TARGET: tf.gather(items, start + k)}
 
     users = tf.data.Dataset.from_tensor_slices(eligible.astype(np.int32))
     return (users.shuffle(len(eligible), seed=seed, reshuffle_each_iteration=True)
@@ -95,10 +112,8 @@ def evaluation_arrays(split: SplitData, max_length: int,
             "needs at least 2 so that history and targets are both non-empty (prepare keeps "
             "users with >= 5).")
     starts = split.row_splits[:-1]
-    offset = np.maximum(cut - max_length, 0)
-    index = offset[:, None] + np.arange(max_length)[None, :]
-    valid = index < cut[:, None]
-    history = np.where(valid, split.items[starts[:, None] + np.where(valid, index, 0)], 0)
+    history = history_window(tf.constant(split.items, tf.int32), tf.constant(starts, tf.int32),
+                             tf.constant(starts + cut, tf.int32), max_length).numpy()
     target_lengths = lengths - cut
     target_row_splits = np.concatenate([[0], np.cumsum(target_lengths)])
     target_index = (np.repeat(starts + cut - target_row_splits[:-1], target_lengths)
