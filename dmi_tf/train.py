@@ -98,7 +98,6 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         self.batch_size = batch_size
         self.best = -math.inf
         self.best_step = 0
-        self.best_metrics: dict[str, float] = {}
         self.wait = 0
         self.history: list[dict] = []
         self._epoch_start = time.perf_counter()
@@ -116,7 +115,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             for name, v in metrics.items():
                 tf.summary.scalar(f"valid/{name}", v)
         if improved:
-            self.best, self.best_step, self.best_metrics, self.wait = value, step, metrics, 0
+            self.best, self.best_step, self.wait = value, step, 0
             self.manager.save(checkpoint_number=step)
         else:
             self.wait += 1

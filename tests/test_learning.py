@@ -7,6 +7,7 @@ averaged vector tends to settle on one of them.
 """
 
 import contextlib
+import dataclasses
 import io
 
 import numpy as np
@@ -38,11 +39,9 @@ def planted():
 def both_topics_share(config, dataset, topics, model_name, steps, learning_rate):
     # A high learning rate lets every model converge on this tiny problem in 600 steps.
     """Share of test users whose top-20 holds >= 4 items of each of their two topics."""
-    config = config_lib.from_dict({**config_lib.to_dict(config),
-                                   "model": {**config_lib.to_dict(config)["model"],
-                                             "name": model_name},
-                                   "train": {**config_lib.to_dict(config)["train"],
-                                             "learning_rate": learning_rate}})
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, name=model_name),
+        train=dataclasses.replace(config.train, learning_rate=learning_rate))
     tf.keras.utils.set_random_seed(0)
     model = build_model(config, dataset.num_items, dataset.train)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.train.learning_rate))

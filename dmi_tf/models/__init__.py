@@ -8,10 +8,12 @@ serving treat them alike. Trainable ones are ``tfrs.Model`` subclasses
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import tensorflow as tf
 
-from dmi_tf.config import Config
+from dmi_tf.config import Config, ModelConfig
 from dmi_tf.data.dataset import SplitData
 from dmi_tf.layers.capsule import CapsuleRouting
 from dmi_tf.layers.initializers import embedding_initializer
@@ -23,8 +25,8 @@ from dmi_tf.models.base import MultiInterestModel
 from dmi_tf.models.item_knn import ItemKNN
 from dmi_tf.models.most_popular import MostPopular
 
-MODEL_NAMES = ("youtube_dnn", "comirec_sa", "comirec_dr", "mind", "item_knn", "most_popular")
-MULTI_INTEREST = ("comirec_sa", "comirec_dr", "mind")
+# The config's `model.name` choices are the one list of models.
+MODEL_NAMES = typing.get_args(typing.get_type_hints(ModelConfig)["name"])
 
 
 def item_counts(train_items: np.ndarray, num_items: int) -> np.ndarray:
