@@ -48,6 +48,8 @@ VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "keep_10": ("r = L/2 = 10", ["diffusion.keep_items=10"], None),
     "no_ffn": ("denoiser blocks without the feed-forward layer (leaner)",
                ["diffusion.ffn_factor=0"], None),
+    "lean": ("s = 0 and no feed-forward layer (the two measured to help or cost nothing)",
+             ["diffusion.noise_scale=0", "diffusion.ffn_factor=0"], None),
     "mlp": ("MLP denoiser (no cross-attention)", ["diffusion.denoiser=mlp"], None),
     "sum": ("sum combiner, u = v0 + v̂0", ["diffusion.combine=sum"], None),
     "mu_0": ("μ = 0 (no reconstruction loss)", ["diffusion.recon_weight=0"], None),

@@ -5,7 +5,7 @@ This is the single implementation behind evaluation, the exported SavedModel
 is graph code only: it runs eagerly, inside ``tf.function`` and under
 ``jit_compile=True``; ``k`` and ``block_size`` are static Python ints, the
 batch size may be dynamic; it uses only ops with GPU and XLA kernels (MatMul,
-TopKV2, GatherV2, ConcatV2, Select, While).
+Max, TopKV2, GatherV2, StridedSlice, PadV2, ConcatV2, Select, While).
 
 Ordering contract, shared by every function here: scores descending; equal
 scores keep the lower candidate index (``exact_topk``, ``retrieve``) or the
@@ -49,6 +49,40 @@ def _dim(tensor: tf.Tensor, axis: int) -> int | tf.Tensor:
     """The static size of ``axis`` when known, else the dynamic one (keeps shapes static)."""
     static = tensor.shape[axis]
     return static if static is not None else tf.shape(tensor)[axis]
+
+
+#: Chunk width of the two-stage top-k (best of 16-128 measured: 64).
+_TOPK_CHUNK = 64
+
+
+def _row_topk(scores: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """``tf.math.top_k(scores, k)`` of a ``[Q, n]`` block, the same values, indices and ties.
+
+    A wide block goes in two stages: the rows are cut into chunks of
+    ``_TOPK_CHUNK`` columns, the ``k`` chunks with the highest maxima are kept
+    (in column order) and one top-``k`` runs over their columns. Exact: an
+    item of the top-``k`` lies in a chunk whose maximum beats every chunk left
+    out, or ``k`` other chunks would hold ``k`` better items; ties resolve to
+    lower chunks, then lower columns, as in one ``top_k``. One top-``k`` over
+    100,001 columns cost 35 ms for 64 rows on one core, the two stages 12 ms.
+    """
+    n = scores.shape[1]
+    chunk = _TOPK_CHUNK
+    if n is None or n < 4 * k * chunk:
+        return tf.math.top_k(scores, k=k, sorted=True)
+    num_chunks = -(-n // chunk)
+    kept = min(k, num_chunks)
+    if num_chunks * chunk > n:  # -inf padding sorts after every real column
+        scores = tf.pad(scores, [[0, 0], [0, num_chunks * chunk - n]],
+                        constant_values=float("-inf"))
+    chunks = tf.reshape(scores, [-1, num_chunks, chunk])
+    _, best_chunks = tf.math.top_k(tf.reduce_max(chunks, axis=2), k=kept, sorted=False)
+    best_chunks = -tf.math.top_k(-best_chunks, k=kept, sorted=True).values  # column order
+    width = kept * chunk
+    candidates = tf.reshape(tf.gather(chunks, best_chunks, batch_dims=1), [-1, width])
+    columns = tf.reshape(best_chunks[:, :, tf.newaxis] * chunk + tf.range(chunk), [-1, width])
+    values, pos = tf.math.top_k(candidates, k=k, sorted=True)
+    return values, tf.gather(columns, pos, batch_dims=1)
 
 
 def _floor_scores(scores: tf.Tensor) -> tf.Tensor:
@@ -128,6 +162,7 @@ def _exact_topk(queries, candidates, k, block_size, exclude_padding, group):
             )
         if num_real <= block_size:
             return _topk_single_block(queries, candidates, k, offset, group)
+        return _topk_static_blocks(queries, candidates, k, block_size, offset, group)
     return _topk_streamed(queries, candidates, k, block_size, offset, group)
 
 
@@ -138,16 +173,61 @@ def _group_max(scores: tf.Tensor, group: int) -> tf.Tensor:
     return tf.reduce_max(tf.reshape(scores, tf.stack([-1, group, tf.shape(scores)[1]])), axis=1)
 
 
+def _block_scores(queries: tf.Tensor, rows: tf.Tensor, group: int) -> tf.Tensor:
+    """``[Q * group, d]`` x ``[n, d]`` -> floored ``[Q, n]`` scores, the best of each group.
+
+    Flooring after the group max touches ``group`` times fewer scores (it cost
+    more than the max itself on ``[256, 100001]``); a NaN from any query of a
+    group therefore ranks that candidate lowest for the whole group.
+    """
+    return _floor_scores(_group_max(tf.matmul(queries, rows, transpose_b=True), group))
+
+
 def _topk_single_block(
     queries: tf.Tensor, candidates: tf.Tensor, k: int, offset: int, group: int = 1
 ) -> tuple[tf.Tensor, tf.Tensor]:
     # Masking column 0 (instead of slicing the table) avoids copying it.
-    scores = _group_max(_floor_scores(tf.matmul(queries, candidates, transpose_b=True)), group)
+    scores = _block_scores(queries, candidates, group)
     if offset:
         is_real = tf.range(tf.shape(candidates)[0]) >= offset
         scores = tf.where(is_real[tf.newaxis, :], scores, float("-inf"))
-    values, indices = tf.math.top_k(scores, k=k, sorted=True)
-    return values, indices
+    return _row_topk(scores, k)
+
+
+def _merge_block(best_scores, best_indices, scores, first_row, k):
+    """Running top-``k`` merged with one block's ``[Q, n]`` scores (rows from ``first_row``)."""
+    block_scores, block_pos = _row_topk(scores, min(k, scores.shape[1] or k))
+    if best_scores is None:
+        return block_scores, block_pos + first_row
+    # Running results first: they hold lower row indices, so on equal
+    # scores top_k keeps them, and the -inf placeholders (index -1) always
+    # win over -inf block padding, which therefore never leaves the loop.
+    merged_scores = tf.concat([best_scores, block_scores], axis=1)
+    merged_indices = tf.concat([best_indices, block_pos + first_row], axis=1)
+    # Narrower than k only while unrolled slices narrower than k accumulate.
+    best_scores, pos = tf.math.top_k(merged_scores, k=min(k, merged_scores.shape[1]), sorted=True)
+    return best_scores, tf.gather(merged_indices, pos, batch_dims=1)
+
+
+def _topk_static_blocks(
+    queries: tf.Tensor, candidates: tf.Tensor, k: int, block_size: int, offset: int, group: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """A static table in static slices of at most ``block_size`` rows, unrolled.
+
+    Each block is a dim-0 slice of the table where the streamed loop gathers
+    (copies) its rows: 62 vs 93 ms for 64 users over 100,001 items, K = 4, on
+    one core. Each block's MatMul waits for the previous block's merge, so one
+    score block is in flight, as in the loop.
+    """
+    num_rows = candidates.shape[0]
+    best_scores = best_indices = None
+    for start in range(offset, num_rows, block_size):
+        stop = min(start + block_size, num_rows)
+        deps = [] if best_scores is None else [best_scores, best_indices]
+        with tf.control_dependencies(deps):
+            scores = _block_scores(queries, candidates[start:stop], group)
+        best_scores, best_indices = _merge_block(best_scores, best_indices, scores, start, k)
+    return best_scores, best_indices
 
 
 def _topk_streamed(
@@ -158,7 +238,6 @@ def _topk_streamed(
     num_blocks = (num_rows - offset + block_size - 1) // block_size
     num_queries = tf.shape(queries)[0] // group
     neg_inf = tf.constant(float("-inf"), queries.dtype)
-    block_k = min(k, block_size)
 
     def body(block, best_scores, best_indices):
         start = offset + block * block_size
@@ -167,17 +246,9 @@ def _topk_streamed(
         rows = start + tf.range(block_size)
         in_table = rows < num_rows
         block_rows = tf.gather(candidates, tf.minimum(rows, num_rows - 1))
-        scores = _group_max(_floor_scores(tf.matmul(queries, block_rows, transpose_b=True)),
-                            group)
+        scores = _block_scores(queries, block_rows, group)
         scores = tf.where(in_table[tf.newaxis, :], scores, neg_inf)
-        block_scores, block_pos = tf.math.top_k(scores, k=block_k, sorted=True)
-        # Running results first: they hold lower row indices, so on equal
-        # scores top_k keeps them, and the -inf placeholders (index -1) always
-        # win over -inf block padding, which therefore never leaves the loop.
-        merged_scores = tf.concat([best_scores, block_scores], axis=1)
-        merged_indices = tf.concat([best_indices, block_pos + start], axis=1)
-        best_scores, pos = tf.math.top_k(merged_scores, k=k, sorted=True)
-        best_indices = tf.gather(merged_indices, pos, batch_dims=1)
+        best_scores, best_indices = _merge_block(best_scores, best_indices, scores, start, k)
         return block + 1, best_scores, best_indices
 
     _, scores, indices = tf.while_loop(

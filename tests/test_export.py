@@ -257,6 +257,23 @@ def test_every_op_of_the_exact_export_has_a_gpu_kernel_or_is_a_host_op(exports):
     assert ops["MatMul"] >= 1 and ops["TopKV2"] >= 1 and ops["LookupTableFindV2"] == 2
 
 
+def test_wide_catalogue_retrieval_ops_have_gpu_kernels(tmp_path):
+    # The small exports above score one block with one top-k; a catalogue
+    # wider than a block (static slices) and than the two-stage top-k's
+    # threshold (chunk maxima, PadV2, int32 TopKV2) must be GPU-servable too.
+    module = tf.Module()
+    module.items = tf.Variable(np.zeros((30_001, 4), np.float32))
+    module.f = tf.function(
+        lambda interests: dict(zip(("scores", "ids"),
+                                   retrieve(interests, module.items, 50, block_size=16_384),
+                                   strict=True)),
+        input_signature=[tf.TensorSpec([None, 4, 4], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path), signatures={"f": module.f.get_concrete_function()})
+    ops = gpu_check.op_counts(str(tmp_path), "f")
+    assert ops["MatMul"] == 2 and ops["PadV2"] >= 1 and ops["TopKV2"] >= 6
+    assert gpu_check.ops_without_gpu_kernel(str(tmp_path), "f") == {}
+
+
 def test_gpu_check_reports_an_op_without_gpu_kernel(tmp_path):
     module = tf.Module()
     module.f = tf.function(lambda s: {"bucket": tf.strings.to_hash_bucket_fast(s, 10)},

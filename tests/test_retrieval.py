@@ -142,8 +142,21 @@ def test_exact_topk_streams_blocks_without_full_score_matrix(monkeypatch):
     queries, candidates = _random((2, 4), seed=7), _random((101, 4), seed=8)
     _, indices = exact_topk(queries, candidates, 5, block_size=16)
     monkeypatch.undo()
-    # 100 real rows / 16 -> 7 blocks of 16 (the last one 4 real + 12 padded).
-    assert widths == [16] * 7
+    # A static table: 100 real rows / 16 -> 6 slices of 16 rows and one of 4.
+    assert widths == [16] * 6 + [4]
+    np.testing.assert_array_equal(indices.numpy(), _numpy_topk(queries, candidates, 5)[1])
+
+    # A table of unknown size streams in a loop: 7 blocks of 16 (the last
+    # one 4 real rows + 12 padded).
+    widths.clear()
+    monkeypatch.setattr(tf, "matmul", spy)
+    dynamic = tf.function(
+        lambda q, c: exact_topk(q, c, 5, block_size=16),
+        input_signature=[tf.TensorSpec([None, 4], tf.float32)] * 2,
+    )
+    _, indices = dynamic(queries, candidates)
+    monkeypatch.undo()
+    assert widths == [16]
     np.testing.assert_array_equal(indices.numpy(), _numpy_topk(queries, candidates, 5)[1])
 
     # When the whole (static) table fits in one block it is scored in one
@@ -153,6 +166,29 @@ def test_exact_topk_streams_blocks_without_full_score_matrix(monkeypatch):
     exact_topk(queries, candidates, 5, block_size=100)
     monkeypatch.undo()
     assert widths == [101]
+
+
+@pytest.mark.parametrize("num_rows", [20_001, 20_000 + 37])  # a whole / a partial last chunk
+@pytest.mark.parametrize("jit", [False, True])
+def test_exact_topk_two_stage_wide_block_equals_numpy_with_ties(num_rows, jit):
+    # Wide blocks take the two-stage top-k (chunk maxima first). Scores
+    # rounded to 1/4 tie everywhere, some rows score -inf and one is NaN; the
+    # result must still be the stable sort's, ties to the lower index.
+    rng = np.random.default_rng(5)
+    candidates = np.round(rng.normal(size=(num_rows, 2)) * 4) / 4
+    candidates[:, 1] = 0.0
+    candidates[rng.choice(num_rows, 50, replace=False), 0] = -np.inf
+    candidates[123, 0] = np.nan
+    candidates = candidates.astype(np.float32)
+    queries = np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32)
+    topk = tf.function(lambda q: exact_topk(q, candidates, 40), jit_compile=jit)
+    scores, indices = topk(queries)
+    want = candidates[np.newaxis, :, 0] * np.array([[1.0], [-1.0]], np.float32)
+    want = np.where(np.isnan(want), -np.inf, want)  # -inf rows score +inf against query 1
+    want[:, 0] = -np.inf
+    order = np.argsort(-want, axis=1, kind="stable")[:, :40]
+    np.testing.assert_array_equal(indices.numpy(), order)
+    np.testing.assert_array_equal(scores.numpy(), np.take_along_axis(want, order, axis=1))
 
 
 def test_exact_topk_rejects_k_above_real_rows():
@@ -308,6 +344,22 @@ def test_retrieve_matches_reference_jit_with_dynamic_batch():
         np.testing.assert_array_equal(ids.numpy(), want_ids)
         np.testing.assert_allclose(scores.numpy(), want_scores, rtol=1e-5, atol=1e-5)
         assert all(len(set(row)) == 6 for row in ids.numpy().tolist())
+
+
+@pytest.mark.parametrize("block_size", [65536, 9_000])
+def test_retrieve_wide_catalogue_equals_per_interest_topk_and_merge(block_size):
+    # A catalogue wide enough for the two-stage top-k, in one block and in
+    # three static slices: the served list is the protocol's per-interest
+    # top-k + merge.
+    items = _random((25_001, 8), seed=51)
+    interests = _random((3, 4, 8), seed=52)
+    scores, ids = retrieve(interests, items, 50, block_size=block_size)
+    per_scores, per_ids = _numpy_topk(interests.reshape(-1, 8), items, 50)
+    want_scores, want_ids = _python_merge(
+        per_scores.reshape(3, 4, 50), per_ids.reshape(3, 4, 50), 50
+    )
+    np.testing.assert_array_equal(ids.numpy(), want_ids)
+    np.testing.assert_allclose(scores.numpy(), want_scores, rtol=1e-5, atol=1e-5)
 
 
 def test_retrieve_survives_saved_model_round_trip(tmp_path):
