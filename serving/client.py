@@ -188,8 +188,13 @@ class _Client:
 
     # -- subclasses implement these
 
-    def _predict_chunk(self, signature: str, history: np.ndarray, deadline: float):
-        """Starts one request; returns a callable giving ``(outputs, version)``."""
+    def _predict_chunk(self, signature: str, history: np.ndarray, deadline: float,
+                       start_now: bool = False):
+        """One request; returns a callable giving ``(outputs, version)``.
+
+        With ``start_now`` the request is sent before the callable is called
+        (to overlap several); otherwise the callable sends it and waits.
+        """
         raise NotImplementedError
 
     def metadata(self) -> dict[str, dict[str, dict[str, tuple[str, list[int] | None]]]]:
@@ -228,8 +233,11 @@ class _Client:
         deadline = time.monotonic() + self.timeout
         chunks = [array[i:i + self.users_per_request]
                   for i in range(0, len(array), self.users_per_request)]
-        # All chunks are sent before any is awaited, so they overlap on the server.
-        pending = [self._predict_chunk(signature, chunk, deadline) for chunk in chunks]
+        # Several chunks are all sent before any is awaited, so they overlap on the
+        # server; a single one is a blocking call (a gRPC future costs a thread).
+        overlap = len(chunks) > 1
+        pending = [self._predict_chunk(signature, chunk, deadline, start_now=overlap)
+                   for chunk in chunks]
         results = []
         for chunk, waiter in zip(chunks, pending, strict=True):
             attempts = iter([waiter])
@@ -357,16 +365,17 @@ class TopKClient(_Client):
     def _raise(error: grpc.RpcError):
         raise ServingError(error.code(), error.details() or "") from None
 
-    def _predict_chunk(self, signature, history, deadline):
+    def _predict_chunk(self, signature, history, deadline, start_now=False):
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, signature)
         request.inputs[HISTORY].CopyFrom(tensors.from_numpy(history, types_pb2.DT_STRING))
-        future = self._predict.Predict.future(
-            request, timeout=max(0.001, deadline - time.monotonic()))
+        future = (self._predict.Predict.future(
+            request, timeout=max(0.001, deadline - time.monotonic())) if start_now else None)
 
         def wait():
             try:
-                response = future.result()
+                response = future.result() if future is not None else self._predict.Predict(
+                    request, timeout=max(0.001, deadline - time.monotonic()))
             except grpc.RpcError as e:
                 self._raise(e)
             outputs = {alias: tensors.to_numpy(p) for alias, p in response.outputs.items()}
@@ -499,7 +508,8 @@ class RestTopKClient(_Client):
         except TimeoutError:
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{url}: timed out") from None
 
-    def _predict_chunk(self, signature, history, deadline):
+    def _predict_chunk(self, signature, history, deadline, start_now=False):
+        # Sent when awaited, also with start_now: urllib has no asynchronous call.
         body = {"signature_name": signature,
                 "inputs": {HISTORY: [[b.decode("utf-8") for b in row] for row in history]}}
 

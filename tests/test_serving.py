@@ -520,7 +520,7 @@ class _FlakyClient(client_lib._Client):
                          users_per_request=2)
         self.failures, self.code, self.calls = failures, code, 0
 
-    def _predict_chunk(self, signature, history, deadline):
+    def _predict_chunk(self, signature, history, deadline, start_now=False):
         def wait():
             self.calls += 1
             if self.failures:
