@@ -50,6 +50,8 @@ VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
                ["diffusion.ffn_factor=0"], None),
     "lean": ("s = 0 and no feed-forward layer (the two measured to help or cost nothing)",
              ["diffusion.noise_scale=0", "diffusion.ffn_factor=0"], None),
+    "fast": ("no FFN and a 4x smaller backbone attention layer (W1: d -> d, not 4d)",
+             ["diffusion.ffn_factor=0", "model.attention_hidden_factor=1"], None),
     "mlp": ("MLP denoiser (no cross-attention)", ["diffusion.denoiser=mlp"], None),
     "sum": ("sum combiner, u = v0 + v̂0", ["diffusion.combine=sum"], None),
     "mu_0": ("μ = 0 (no reconstruction loss)", ["diffusion.recon_weight=0"], None),
