@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 from helpers import input_and_weight_gradients, masked_history
 
+from dmi_tf.layers.ops import softmax_last
 from dmi_tf.layers.readout import HardReadout, LabelAwareReadout
 from dmi_tf.layers.self_attentive import SelfAttentiveExtractor
 
@@ -119,3 +120,12 @@ def test_readouts_pass_gradients_to_interests(readout):
         total = tf.reduce_sum(layer(interests, tf.ones([2, 4])))
     grad = tape.gradient(total, interests).numpy()
     assert np.abs(grad).sum() > 0
+
+
+def test_softmax_last_equals_tf_softmax_with_masked_and_large_logits():
+    logits = np.random.default_rng(3).normal(size=(3, 4, 20)).astype(np.float32) * 30
+    logits[0, 1, 5:] = -1e9  # masked positions, as the extractor and the denoiser mask them
+    logits[1, 2] = 80.0  # a large constant row: no overflow, uniform weights
+    got = softmax_last(tf.constant(logits)).numpy()
+    np.testing.assert_allclose(got, tf.nn.softmax(logits, axis=-1).numpy(), rtol=1e-5, atol=1e-7)
+    assert np.all(got[0, 1, 5:] == 0) and np.allclose(got[1, 2], 1 / 20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from dmi_tf.layers.initializers import kernel_initializer, position_initializer
+from dmi_tf.layers.ops import softmax_last
 
 # Softmax over padded positions must give exactly 0; ComiRec uses -2**32 + 1.
 _MASKED = -1e9
@@ -64,7 +65,7 @@ class SelfAttentiveExtractor(tf.keras.layers.Layer):
             keys = keys + self.positions[None, :length, :]
         logits = tf.transpose(self.w2(self.w1(keys)), [0, 2, 1])  # [batch, K, L]
         logits = tf.where(mask[:, None, :], logits, _MASKED)
-        attention = tf.nn.softmax(logits, axis=-1)
+        attention = softmax_last(logits)
         # An all-padding history would spread attention over padding; zero it instead.
         attention *= tf.cast(mask[:, None, :], attention.dtype)
         return tf.matmul(attention, history_embeddings), attention

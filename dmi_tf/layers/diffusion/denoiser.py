@@ -7,6 +7,7 @@ import math
 import tensorflow as tf
 
 from dmi_tf.layers.initializers import kernel_initializer, position_initializer
+from dmi_tf.layers.ops import softmax_last
 
 # Softmax over dropped history items must give exactly 0.
 _MASKED = -1e9
@@ -117,7 +118,7 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
         logits = tf.reshape(logits, [batch, k, h, -1]) / math.sqrt(e)
         keep = keep[:, :, None, :]  # one mask for every head
         logits = tf.where(keep, logits, _MASKED)
-        attention = tf.nn.softmax(logits, axis=-1)  # [batch, K, heads, L]
+        attention = softmax_last(logits)  # [batch, K, heads, L]
         # An interest with no visible item would spread attention over padding; zero it.
         attention *= tf.cast(keep, attention.dtype)
         context_items = tf.matmul(tf.reshape(attention, [batch, k * h, -1]), items)
