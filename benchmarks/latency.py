@@ -1,6 +1,7 @@
 """Query-tower latency: history ids -> K interests, per model, batch size and compilation mode.
 
-    python benchmarks/latency.py [--configs configs/ml100k_comirec_sa.yaml,configs/ml100k_dmi.yaml]
+    python benchmarks/latency.py [--configs configs/ml100k_comirec_sa.yaml,configs/ml100k_dmi.yaml,\
+        configs/ml100k_dmi.yaml:diffusion.ffn_factor=0]
         [--batches 1,256] [--runs 300] [--write BENCHMARKS.md] [section.key=value ...]
 
 Times ``model.interests`` (the query tower as exported: extractor, and for
@@ -71,11 +72,15 @@ def main(argv=None) -> int:
     parser.add_argument("--write", help="Markdown file to update, e.g. BENCHMARKS.md")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_args(argv)
+    # An entry is a config path, optionally with its own overrides: path:key=value+key=value.
     paths = args.configs.split(",")
     batches = [int(b) for b in args.batches.split(",")]
     rng = np.random.default_rng(1)
     results = {}
-    configs = [config_lib.load(path, args.overrides) for path in paths]
+    configs = []
+    for entry in paths:
+        path, _, own = entry.partition(":")
+        configs.append(config_lib.load(path, [*args.overrides, *filter(None, own.split("+"))]))
     lengths = {c.data.max_length for c in configs}
     if len(lengths) != 1:
         raise SystemExit(f"the configs differ in data.max_length ({sorted(lengths)})")
@@ -97,7 +102,7 @@ def main(argv=None) -> int:
                      for b in batches]
             ratios = [f"{results[path, mode, b][0] / results[paths[0], mode, b][0]:.2f}"
                       for b in batches]
-            rows.append([os.path.basename(path), mode, *cells, *ratios])
+            rows.append([os.path.basename(path).replace(":", " "), mode, *cells, *ratios])
     table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
                        *("| " + " | ".join(r) + " |" for r in rows)])
     print(table)
