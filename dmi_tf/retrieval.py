@@ -76,7 +76,8 @@ def _row_topk(scores: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
         scores = tf.pad(scores, [[0, 0], [0, num_chunks * chunk - n]],
                         constant_values=float("-inf"))
     chunks = tf.reshape(scores, [-1, num_chunks, chunk])
-    _, best_chunks = tf.math.top_k(tf.reduce_max(chunks, axis=2), k=kept, sorted=False)
+    # sorted=True: its tie order (lower index first) is the documented one on every device.
+    _, best_chunks = tf.math.top_k(tf.reduce_max(chunks, axis=2), k=kept, sorted=True)
     best_chunks = -tf.math.top_k(-best_chunks, k=kept, sorted=True).values  # column order
     width = kept * chunk
     candidates = tf.reshape(tf.gather(chunks, best_chunks, batch_dims=1), [-1, width])
