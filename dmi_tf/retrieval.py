@@ -197,7 +197,7 @@ def _topk_single_block(
 
 def _merge_block(best_scores, best_indices, scores, first_row, k):
     """Running top-``k`` merged with one block's ``[Q, n]`` scores (rows from ``first_row``)."""
-    block_scores, block_pos = _row_topk(scores, min(k, scores.shape[1] or k))
+    block_scores, block_pos = _row_topk(scores, min(k, scores.shape[1]))  # blocks are static
     if best_scores is None:
         return block_scores, block_pos + first_row
     # Running results first: they hold lower row indices, so on equal
