@@ -102,7 +102,9 @@ def main(argv=None) -> int:
                      for b in batches]
             ratios = [f"{results[path, mode, b][0] / results[paths[0], mode, b][0]:.2f}"
                       for b in batches]
-            rows.append([os.path.basename(path).replace(":", " "), mode, *cells, *ratios])
+            config_path, _, own = path.partition(":")
+            label = " ".join(filter(None, [os.path.basename(config_path), own]))
+            rows.append([label, mode, *cells, *ratios])
     table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
                        *("| " + " | ".join(r) + " |" for r in rows)])
     print(table)
