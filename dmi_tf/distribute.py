@@ -285,9 +285,42 @@ def agree_on_min(strategy: tf.distribute.Strategy, value: int) -> int:
     return int(_gather(strategy, float(value)).min())
 
 
-def barrier(strategy: tf.distribute.Strategy) -> None:
-    """Returns when every worker of a multi-worker cluster has reached it."""
-    agree_on_min(strategy, 0)
+def leave_together(strategy: tf.distribute.Strategy) -> None:
+    """Returns when this worker of a multi-worker cluster may exit.
+
+    A collective cannot be the last thing workers do: a worker's all-gather
+    returns once it has pulled its peers' values, maybe before a peer has
+    pulled its own, and a worker that then exits closes the socket that peer is
+    reading ("Socket closed" on the other worker). So the exit goes through the
+    coordination service's key-value store, hosted by the leader (the chief):
+    every task posts ``done`` after its last collective and waits for everyone's
+    (then no collective is in flight anywhere); every other task then posts
+    ``left`` and exits; the leader exits last, after every ``left``, so no
+    request to its store is ever cut off.
+    """
+    if not is_multi_worker(strategy):
+        return
+    # Private but stable: tf.distribute uses the same store for its own preemption protocol.
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec()
+    tasks = [f"/job:{job}/replica:0/task:{index}"
+             for job in ("chief", "worker") if job in spec.jobs
+             for index in range(spec.num_tasks(job))]
+    me = f"/job:{resolver.task_type}/replica:0/task:{resolver.task_id}"
+    leader = multi_worker_util.coordination_leader(spec)
+    store = context.context()
+    store.set_config_key_value(f"dmi_tf/done{me}", "1")
+    for task in tasks:
+        store.get_config_key_value(f"dmi_tf/done{task}")  # blocks until posted
+    if me != leader:
+        store.set_config_key_value(f"dmi_tf/left{me}", "1")
+        return
+    for task in tasks:
+        if task != leader:
+            store.get_config_key_value(f"dmi_tf/left{task}")
 
 
 def agree_on_mean(strategy: tf.distribute.Strategy, value: float) -> float:

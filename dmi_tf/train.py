@@ -342,9 +342,9 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
     atomic_write_text(os.path.join(out_dir, "metrics.json"), json.dumps(results, indent=2) + "\n")
     # Finished: the fault-tolerance state is no longer needed (metrics.json marks the end).
     shutil.rmtree(os.path.join(out_dir, "backup"), ignore_errors=True)
-    # No worker leaves while another may still need it (it hosts collectives or the
+    # No worker leaves while another may still need it (it serves collectives or the
     # coordination service).
-    distribute.barrier(strategy)
+    distribute.leave_together(strategy)
     return results
 
 

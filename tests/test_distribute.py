@@ -163,8 +163,8 @@ def test_multi_worker_mirrored_two_workers_agree(tmp_path):
                               ["distribute.strategy=multi_worker",
                                "distribute.communication=ring"])
     try:
-        for (task, _), process, log in processes:
-            assert process.wait(timeout=TIMEOUT) == 0, f"worker {task} failed:\n{read(log)}"
+        for (task, index), process, log in processes:
+            assert process.wait(timeout=TIMEOUT) == 0, f"{task} {index} failed:\n{read(log)}"
     finally:
         stop(processes)
     chief_dir, other_dir = run_dir, os.path.join(run_dir, "workers", "worker-1")
