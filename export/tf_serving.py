@@ -83,8 +83,14 @@ def update_models_config(path: str, name: str, base_path: str) -> str:
 
 
 def allowed_batch_sizes(max_batch_size: int) -> list[int]:
-    """Powers of two from 8 up to ``max_batch_size``, which always ends the list (TF-Serving)."""
-    sizes = [s for s in (8, 16, 32, 64, 128, 256, 512, 1024) if s < max_batch_size]
+    """Powers of two from 1 up to ``max_batch_size``, which always ends the list (TF-Serving).
+
+    TF-Serving pads every batch up to the next allowed size. Starting at 1 keeps
+    a lone request (the common case at low load) at its own size: from 8, one
+    user would cost the work of 8, which on a CPU server is 8x the latency.
+    Every size is one more shape to warm up, and there are only log2 of them.
+    """
+    sizes = [2 ** i for i in range(max_batch_size.bit_length()) if 2 ** i < max_batch_size]
     return [*sizes, max_batch_size]
 
 
