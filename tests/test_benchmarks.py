@@ -1,0 +1,37 @@
+"""The benchmark scripts' own arithmetic (the numbers they write into BENCHMARKS.md)."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+import splits
+
+
+def write_run(root, name, valid, test):
+    os.makedirs(root / name)
+    (root / name / "metrics.json").write_text(json.dumps({
+        "valid": {"recall@50": valid}, "test": {"recall@50": test, "hit_rate@50": 0.9}}))
+
+
+def test_splits_table_pairs_each_variant_with_the_backbone_of_its_own_split(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_run(a, "backbone-seed0", 0.30, 0.20)
+    write_run(a, "dmi-seed0", 0.32, 0.25)
+    write_run(b, "backbone-seed0", 0.10, 0.40)
+    write_run(b, "dmi-seed0", 0.12, 0.34)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
+            for line in splits.table([str(a), str(b)], ["backbone", "dmi"], [0]).splitlines()}
+    dmi = rows["dmi"]
+    assert dmi[1:4] == ["0.3200 / 0.2500", "0.1200 / 0.3400", "2"]
+    # Paired per split: +0.02 on both for valid; +0.05 and −0.06 on test.
+    assert dmi[7] == "0.0200 ± 0.0000 (ahead 2/2)"
+    assert dmi[8].startswith("-0.0050 ± 0.0778 (ahead 1/2)")
+
+
+def test_splits_cli_names_a_missing_run_folder(tmp_path):
+    with pytest.raises(SystemExit, match="no such run folder"):
+        splits.main(["--roots", str(tmp_path / "nope")])
