@@ -8,6 +8,7 @@ TF-Serving would load them.
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import re
@@ -331,7 +332,7 @@ def test_models_config_and_batching_parameters_are_valid_tf_serving_files(export
     sizes = [int(s) for s in fields["allowed_batch_sizes"]]
     assert sizes == sorted(set(sizes)) and sizes[-1] == int(fields["max_batch_size"][0])
     # TF-Serving pads a batch to the next allowed size: a lone request must stay at 1.
-    assert sizes[0] == 1 and all(b <= 2 * a for a, b in zip(sizes, sizes[1:]))
+    assert sizes[0] == 1 and all(b <= 2 * a for a, b in itertools.pairwise(sizes))
     assert fields["pad_variable_length_inputs"] == ["true"]
 
 

@@ -31,7 +31,8 @@ class StepEmbedding(tf.keras.layers.Layer):
         self._frequencies = tf.constant(
             [math.exp(-math.log(10000.0) * i / half) for i in range(half)], tf.float32)
         # Swish applied in call(): see there.
-        self.hidden = tf.keras.layers.Dense(units, kernel_initializer=kernel_initializer(initializer),
+        self.hidden = tf.keras.layers.Dense(units,
+                                            kernel_initializer=kernel_initializer(initializer),
                                             name="hidden")
         self.out = tf.keras.layers.Dense(units, kernel_initializer=kernel_initializer(initializer),
                                          name="out")
