@@ -1,14 +1,33 @@
 """The benchmark scripts' own arithmetic (the numbers they write into BENCHMARKS.md)."""
 
+import importlib.util
 import json
 import os
 import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
-import splits
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+def load_script(name):
+    """A benchmark script as a module, without leaving benchmarks/ on sys.path.
+
+    The scripts put their folder first on sys.path to import their helpers;
+    left there, its serving.py would shadow the serving package for later tests.
+    """
+    saved = list(sys.path)
+    try:
+        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}",
+                                                      os.path.join(BENCHMARKS, f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    return module
+
+
+splits = load_script("splits")
 
 
 def write_run(root, name, valid, test):
