@@ -13,11 +13,11 @@
 
 and then ``MODEL_BASE/models.config`` and ``MODEL_BASE/batching_parameters.txt``.
 
-Atomicity: everything is written into ``MODEL_BASE/<name>/.<version>.partial-*``
+Atomicity: everything is written into ``MODEL_BASE/<name>/.<version>.partial-<host>-<pid>-*``
 (not all digits, so TF-Serving's file-system source ignores it), checked, and
 renamed to ``<version>`` in one step. A failure or an interrupt removes the
 temporary directory; a killed process can only leave that hidden directory
-behind, never a version directory.
+behind, never a version directory, and the next export on that host removes it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 
@@ -85,6 +86,40 @@ def versions(model_dir: str) -> list[int]:
         return []
     return sorted(int(n) for n in os.listdir(model_dir)
                   if n.isdigit() and os.path.isdir(os.path.join(model_dir, n)))
+
+
+def _partial_tag(pid: int | None = None) -> str:
+    # Host and pid name the writer, so a later export can tell an abandoned
+    # directory (its writer is dead) from one still being written.
+    return f".partial-{socket.gethostname()}-{os.getpid() if pid is None else pid}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_abandoned_partials(model_dir: str) -> list[str]:
+    """Removes the temporary directories of exports killed on this host; returns them.
+
+    Only directories whose writer ran on this host and is no longer running:
+    an export on another machine sharing the folder, or one still running
+    here, is left alone.
+    """
+    pattern = re.compile(rf"\.\d+\.partial-{re.escape(socket.gethostname())}-(\d+)-")
+    removed = []
+    for entry in sorted(os.listdir(model_dir)):
+        match = pattern.match(entry)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(model_dir, entry), ignore_errors=True)
+            removed.append(entry)
+            _log(f"removed {entry}, left by an export that was killed")
+    return removed
 
 
 def check_servable(model) -> None:
@@ -160,7 +195,8 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
         _log("warning: " + SCANN_CAVEAT)
 
     os.makedirs(model_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
+    remove_abandoned_partials(model_dir)
+    tmp = tempfile.mkdtemp(prefix=f".{version}{_partial_tag()}", dir=model_dir)
     try:
         # mkdtemp makes it owner-only; a server running as another user must read it.
         umask = os.umask(0)

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -417,9 +418,15 @@ def test_killed_export_leaves_no_version_directory(runs, tmp_path):
         proc.wait()
     assert partial, "the export finished before it could be killed"
     assert exporter.versions(str(model_dir)) == []
-    # The leftover hidden directory is not a version, and the next export publishes 1.
-    result, _ = quiet_export(runs["youtube_dnn"], str(base), k=10)
+    # The leftover hidden directory is not a version, and the next export publishes 1 and
+    # removes it (its writer is dead); a live writer's directory is left alone.
+    leftover = partial[0].parent.name
+    live = model_dir / f".7.partial-{socket.gethostname()}-{os.getpid()}-x"
+    live.mkdir()
+    result, log = quiet_export(runs["youtube_dnn"], str(base), k=10)
     assert result.version == 1
+    assert sorted(os.listdir(model_dir)) == sorted(["1", live.name])
+    assert f"removed {leftover}, left by an export that was killed" in log
 
 
 def test_cli_errors_name_the_cause(runs, tmp_path, capsys):
