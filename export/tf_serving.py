@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 
 import numpy as np
@@ -49,12 +51,30 @@ class ExportError(UserError):
 # --- models.config ------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _exclusive(path: str):
+    """Holds an advisory lock on ``path``.lock (other exports wait for it)."""
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def update_models_config(path: str, name: str, base_path: str) -> str:
     """Adds or replaces model ``name`` in the ModelServerConfig at ``path``; returns the text.
 
     The version policy is ``latest { num_versions: 1 }``: the server loads the
     newest version directory and unloads the previous one once it is ready.
+    Read, update and write hold a lock, so exports of different models into
+    one MODEL_BASE at the same time keep every model's entry.
     """
+    with _exclusive(path):
+        return _update_models_config(path, name, base_path)
+
+
+def _update_models_config(path: str, name: str, base_path: str) -> str:
     config = model_server_config_pb2.ModelServerConfig()
     if os.path.exists(path):
         try:

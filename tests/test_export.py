@@ -6,6 +6,7 @@ processes that never import dmi_tf (nor scann, for the exact index), as
 TF-Serving would load them.
 """
 
+import concurrent.futures
 import contextlib
 import io
 import itertools
@@ -453,3 +454,18 @@ def test_parity_check_tolerates_only_near_tie_reordering():
     assert wrong and "item 'b'" in wrong[0]
     off = exporter.topk_differences(want_ids, want + np.array([[0.0, 0.0, 0.5]]), want_ids, want)
     assert off and "score" in off[0]
+
+
+def test_concurrent_models_config_updates_keep_every_model(tmp_path):
+    path = str(tmp_path / "models.config")
+    names = [f"model_{i}" for i in range(8)]
+
+    def add(name):
+        for _ in range(20):  # many read-update-write rounds, so unlocked ones would interleave
+            tf_serving.update_models_config(path, name, f"/models/{name}")
+
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(add, names))
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(open(path).read(), config)
+    assert sorted(m.name for m in config.model_config_list.config) == names
