@@ -30,6 +30,7 @@ service hands each batch to exactly one worker.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 
@@ -285,6 +286,10 @@ def agree_on_min(strategy: tf.distribute.Strategy, value: int) -> int:
     return int(_gather(strategy, float(value)).min())
 
 
+# Every worker runs the same sequence of trainings, so the n-th exit has the same number everywhere.
+_EXITS = itertools.count()
+
+
 def leave_together(strategy: tf.distribute.Strategy) -> None:
     """Returns when this worker of a multi-worker cluster may exit.
 
@@ -311,16 +316,18 @@ def leave_together(strategy: tf.distribute.Strategy) -> None:
              for index in range(spec.num_tasks(job))]
     me = f"/job:{resolver.task_type}/replica:0/task:{resolver.task_id}"
     leader = multi_worker_util.coordination_leader(spec)
+    # Keys are written once: a second run in the same cluster uses new ones.
+    prefix = f"dmi_tf/exit-{next(_EXITS)}"
     store = context.context()
-    store.set_config_key_value(f"dmi_tf/done{me}", "1")
+    store.set_config_key_value(f"{prefix}/done{me}", "1")
     for task in tasks:
-        store.get_config_key_value(f"dmi_tf/done{task}")  # blocks until posted
+        store.get_config_key_value(f"{prefix}/done{task}")  # blocks until posted
     if me != leader:
-        store.set_config_key_value(f"dmi_tf/left{me}", "1")
+        store.set_config_key_value(f"{prefix}/left{me}", "1")
         return
     for task in tasks:
         if task != leader:
-            store.get_config_key_value(f"dmi_tf/left{task}")
+            store.get_config_key_value(f"{prefix}/left{task}")
 
 
 def agree_on_mean(strategy: tf.distribute.Strategy, value: float) -> float:

@@ -88,10 +88,10 @@ def versions(model_dir: str) -> list[int]:
                   if n.isdigit() and os.path.isdir(os.path.join(model_dir, n)))
 
 
-def _partial_tag(pid: int | None = None) -> str:
+def _partial_tag() -> str:
     # Host and pid name the writer, so a later export can tell an abandoned
     # directory (its writer is dead) from one still being written.
-    return f".partial-{socket.gethostname()}-{os.getpid() if pid is None else pid}-"
+    return f".partial-{socket.gethostname()}-{os.getpid()}-"
 
 
 def _alive(pid: int) -> bool:
