@@ -32,7 +32,7 @@ from dmi_tf.runs import load_run
 from dmi_tf.train import prepare_run_dir, train_and_evaluate
 
 sys.path.insert(0, os.path.dirname(__file__))
-from quality import mean_spread, run_header, write_section
+from quality import markdown_table, mean_spread, run_header, write_section
 
 # name -> (description, training overrides, inference-only overrides of the default runs)
 VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
@@ -170,8 +170,7 @@ def table(results: dict) -> str:
                        f"{np.mean([x['purity@50 refined'] for x in p]):.3f}"
                        if all(p) else "")
         rows.append(row)
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(r) + " |" for r in rows)])
+    return markdown_table(header, rows)
 
 
 def plot(results: dict, path: str, title: str) -> bool:

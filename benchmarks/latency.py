@@ -27,7 +27,7 @@ from dmi_tf.data.dataset import SplitData
 from dmi_tf.models import build_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quality import run_header, write_section
+from quality import markdown_table, run_header, write_section
 
 MODES = {"graph": False, "xla": True}
 
@@ -105,8 +105,7 @@ def main(argv=None) -> int:
             config_path, _, own = path.partition(":")
             label = " ".join(filter(None, [os.path.basename(config_path), own]))
             rows.append([label, mode, *cells, *ratios])
-    table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                       *("| " + " | ".join(r) + " |" for r in rows)])
+    table = markdown_table(header, rows)
     print(table)
     if args.write:
         body = (run_header("latency.py", argv)

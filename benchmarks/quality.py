@@ -35,6 +35,12 @@ from dmi_tf.train import prepare_run_dir, train_and_evaluate
 COLUMNS = ("recall@20", "recall@50", "hit_rate@50", "ndcg@50")
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table: the header row, its rule, then one line per row."""
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(r) + " |" for r in rows)])
+
+
 def mean_spread(values) -> str:
     """``mean ± sample std``; a single run has no spread to show."""
     values = np.asarray(values, np.float64)
@@ -72,10 +78,7 @@ def run(args) -> tuple[str, str]:
         rows.append(row)
     header = ["model", "seeds", *(f"valid {c}" for c in COLUMNS), *(f"test {c}" for c in COLUMNS),
               "train s"]
-    table = "\n".join(["| " + " | ".join(header) + " |",
-                       "|" + "---|" * len(header),
-                       *("| " + " | ".join(r) + " |" for r in rows)])
-    return dataset_name or "dataset", table
+    return dataset_name or "dataset", markdown_table(header, rows)
 
 
 def run_header(script: str, argv) -> str:

@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quality import mean_spread, run_header, write_section
+from quality import markdown_table, mean_spread, run_header, write_section
 
 
 def split_scores(root: str, variant: str, seeds: list[int]) -> dict | None:
@@ -65,8 +65,7 @@ def table(roots: list[str], variants: list[str], seeds: list[int]) -> str:
             row.append(f"{mean_spread(paired)} (ahead {ahead}/{len(paired)})"
                        if paired and variant != "backbone" else "")
         rows.append(row)
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(r) + " |" for r in rows)])
+    return markdown_table(header, rows)
 
 
 def main(argv=None) -> int:
