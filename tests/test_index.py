@@ -91,6 +91,8 @@ def test_scann_defaults_reach_high_recall_on_a_small_catalogue():
         _, ids = index.search(queries, 50)
         recalls.append(np.mean([len(set(a) & set(b)) / 50
                                 for a, b in zip(ids.numpy(), want, strict=True)]))
+        if recalls[-1] >= 0.8:
+            break
     assert max(recalls) >= 0.8, recalls
 
 
