@@ -32,7 +32,7 @@ from dmi_tf.runs import load_run
 from dmi_tf.train import prepare_run_dir, train_and_evaluate
 
 sys.path.insert(0, os.path.dirname(__file__))
-from quality import markdown_table, mean_spread, run_header, write_section
+from quality import markdown_table, mean_spread, paired_backbone, run_header, write_section
 
 # name -> (description, training overrides, inference-only overrides of the default runs)
 VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
@@ -54,6 +54,11 @@ VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
              ["diffusion.ffn_factor=0", "model.attention_hidden_factor=1"], None),
     "mlp": ("MLP denoiser (no cross-attention)", ["diffusion.denoiser=mlp"], None),
     "sum": ("sum combiner, u = v0 + v̂0", ["diffusion.combine=sum"], None),
+    "backbone_k2": ("ComiRec-SA alone with K = 2 interests",
+                    ["model.name=comirec_sa", "model.num_interests=2"], None),
+    "default_k2": ("DMI with K = 2 interests", ["model.num_interests=2"], None),
+    "backbone_k8": ("ComiRec-SA alone with K = 8 interests",
+                    ["model.name=comirec_sa", "model.num_interests=8"], None),
     "mu_0": ("μ = 0 (no reconstruction loss)", ["diffusion.recon_weight=0"], None),
     "steps_50": ("T = 50", ["diffusion.steps=50"], None),
     "S_0": ("S = 0 at inference (coarse interests of the trained DMI)", [],
@@ -147,13 +152,15 @@ def sweep(args) -> tuple[str, dict]:
 def table(results: dict) -> str:
     header = ["variant", "what", "seeds", "valid R@50", "test R@50", "test HR@50",
               "Δ valid R@50 vs backbone", "Δ test R@50 vs backbone"]
+    # A variant is paired with the backbone of its own K (quality.paired_backbone).
     with_purity_column = any(r.get("purity") for runs in results.values()
                              for r in runs.values())
     if with_purity_column:
         header += ["purity@50 (coarse → served)"]
     rows = []
-    base = results.get("backbone", {})
     for name, per_seed in results.items():
+        base_name = paired_backbone(name, results)
+        base = results.get(base_name, {})
         runs = list(per_seed.values())
         row = [name, VARIANTS[name][0], str(len(runs)),
                mean_spread([r["valid"]["recall@50"] for r in runs]),
@@ -162,8 +169,9 @@ def table(results: dict) -> str:
         for split in ("valid", "test"):
             paired = [r[split]["recall@50"] - base[s][split]["recall@50"]
                       for s, r in per_seed.items() if s in base]
-            row.append(f"{mean_spread(paired)} ({len(paired)} paired)"
-                       if paired and name != "backbone" else "")
+            against = "" if base_name == "backbone" else f" vs {base_name}"
+            row.append(f"{mean_spread(paired)} ({len(paired)} paired{against})"
+                       if paired and name != base_name else "")
         if with_purity_column:
             p = [r.get("purity", {}) for r in runs]
             row.append(f"{np.mean([x['purity@50 coarse'] for x in p]):.3f} → "

@@ -49,6 +49,20 @@ def mean_spread(values) -> str:
     return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
+def paired_backbone(variant: str, available) -> str:
+    """The backbone a sweep variant is compared with: the one with the same K.
+
+    Variants named ``<name>_k<N>`` change the number of interests, so the fair
+    comparison is ComiRec-SA with N interests, ``backbone_k<N>``, when it ran;
+    every other variant (``backbone_k<N>`` itself too) is compared with ``backbone``.
+    """
+    match = re.search(r"_k(\d+)$", variant)
+    same_k = f"backbone_k{match.group(1)}" if match else None
+    if same_k and same_k != variant and same_k in available:
+        return same_k
+    return "backbone"
+
+
 def run(args) -> tuple[str, str]:
     models = args.models.split(",")
     unknown = [m for m in models if m not in MODEL_NAMES]

@@ -12,7 +12,8 @@ dmi_tf.train --out ROOT/<variant>-seed<S>`` trains): ``ROOT/<variant>-seed<S>/
 metrics.json``. A variant's score on a split is its mean over ``--seeds``;
 the table gives it per split, the mean over splits, and the per-split
 difference to ``backbone`` (mean ± std over splits, and on how many splits the
-variant was ahead).
+variant was ahead); a ``<name>_k<N>`` variant is paired with ``backbone_k<N>``
+when that ran.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quality import markdown_table, mean_spread, run_header, write_section
+from quality import markdown_table, mean_spread, paired_backbone, run_header, write_section
 
 
 def split_scores(root: str, variant: str, seeds: list[int]) -> dict | None:
@@ -49,11 +50,12 @@ def table(roots: list[str], variants: list[str], seeds: list[int]) -> str:
               "splits", "valid R@50", "test R@50", "test HR@50", "Δ valid vs backbone",
               "Δ test vs backbone"]
     rows = []
-    base = scores.get("backbone", {})
     for variant, per_root in scores.items():
         done = {root: s for root, s in per_root.items() if s is not None}
         if not done:
             continue
+        base_name = paired_backbone(variant, scores)
+        base = scores.get(base_name, {})
         cells = [f"{s['valid']:.4f} / {s['test']:.4f}" if s else "–" for s in per_root.values()]
         row = [variant, *cells, str(len(done)),
                *(mean_spread([s[key] for s in done.values()])
@@ -62,8 +64,9 @@ def table(roots: list[str], variants: list[str], seeds: list[int]) -> str:
             paired = [s[key] - base[root][key] for root, s in done.items()
                       if base.get(root) is not None]
             ahead = sum(d > 0 for d in paired)
-            row.append(f"{mean_spread(paired)} (ahead {ahead}/{len(paired)})"
-                       if paired and variant != "backbone" else "")
+            against = "" if base_name == "backbone" else f" vs {base_name}"
+            row.append(f"{mean_spread(paired)} (ahead {ahead}/{len(paired)}{against})"
+                       if paired and variant != base_name else "")
         rows.append(row)
     return markdown_table(header, rows)
 
@@ -87,7 +90,8 @@ def main(argv=None) -> int:
         body = (run_header("splits.py", argv)
                 + "Valid / test Recall@50 per user split (mean over the training seeds "
                 f"{args.seeds}); then mean ± std over splits, and the per-split difference to "
-                "`backbone` (ComiRec-SA with the same config and seed).\n\n" + text)
+                "`backbone` (ComiRec-SA with the same config and seed; `backbone_k<N>` for "
+                "a `_k<N>` variant).\n\n" + text)
         write_section(args.write, args.title, body)
     return 0
 

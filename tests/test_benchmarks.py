@@ -51,6 +51,21 @@ def test_splits_table_pairs_each_variant_with_the_backbone_of_its_own_split(tmp_
     assert dmi[8].startswith("-0.0050 ± 0.0778 (ahead 1/2)")
 
 
+def test_splits_table_pairs_a_k_variant_with_the_backbone_of_the_same_k(tmp_path):
+    a = tmp_path / "a"
+    write_run(a, "backbone-seed0", 0.30, 0.20)
+    write_run(a, "backbone_k2-seed0", 0.35, 0.30)
+    write_run(a, "default_k2-seed0", 0.36, 0.28)
+    write_run(a, "default_k8-seed0", 0.31, 0.21)  # no backbone_k8: falls back to backbone
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
+            for line in splits.table([str(a)], ["backbone", "backbone_k2", "default_k2",
+                                                "default_k8"], [0]).splitlines()}
+    assert rows["default_k2"][6] == "0.0100 (ahead 1/1 vs backbone_k2)"
+    assert rows["default_k2"][7].startswith("-0.0200 (ahead 0/1 vs backbone_k2)")
+    assert rows["backbone_k2"][6] == "0.0500 (ahead 1/1)"
+    assert rows["default_k8"][6] == "0.0100 (ahead 1/1)"
+
+
 def test_splits_cli_names_a_missing_run_folder(tmp_path):
     with pytest.raises(SystemExit, match="no such run folder"):
         splits.main(["--roots", str(tmp_path / "nope")])

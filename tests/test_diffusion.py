@@ -159,6 +159,17 @@ def test_combiners():
     assert np.all((out > 1.0) & (out < 3.0))  # a per-dimension convex mix
 
 
+def test_gate_combiner_is_the_gate_of_the_concatenation():
+    rng = np.random.default_rng(0)
+    coarse, refined = (rng.normal(size=(2, 4, 5)).astype(np.float32) for _ in range(2))
+    gate = GateCombiner(5, initial_bias=0.3)
+    out = gate(coarse, refined).numpy()
+    kernel, bias = (w.numpy() for w in gate.gate.weights)
+    g = 1 / (1 + np.exp(-(np.concatenate([coarse, refined], -1) @ kernel + bias)))
+    np.testing.assert_allclose(out, g * coarse + (1 - g) * refined, rtol=1e-5, atol=1e-6)
+    assert kernel.shape == (10, 5)
+
+
 def refiner(**kwargs):
     options = dict(units=8, max_length=6, steps=20, heads=2)
     options.update(kwargs)

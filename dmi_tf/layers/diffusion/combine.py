@@ -28,8 +28,18 @@ class GateCombiner(tf.keras.layers.Layer):
             units, activation="sigmoid", kernel_initializer=kernel_initializer(initializer),
             bias_initializer=tf.keras.initializers.Constant(initial_bias), name="gate")
 
+    def build(self, input_shape):
+        self.gate.build([None, 2 * self.units])
+        super().build(input_shape)
+
     def call(self, coarse, refined):
-        g = self.gate(tf.concat([coarse, refined], axis=-1))
+        # W [v0; v̂0] as v0 W_top + v̂0 W_bottom: the same function without the concat,
+        # which cost more CPU time than the gate's matmul on [256, K, 2d] inputs.
+        d = self.units
+        kernel = self.gate.kernel
+        logits = (tf.tensordot(coarse, kernel[:d], 1) + tf.tensordot(refined, kernel[d:], 1)
+                  + self.gate.bias)
+        g = tf.sigmoid(logits)
         return g * coarse + (1.0 - g) * refined
 
     def get_config(self):
