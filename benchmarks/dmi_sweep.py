@@ -102,10 +102,19 @@ def with_purity(results: dict, run_dir: str) -> dict:
 def train_variant(args, name: str, seed: int) -> dict:
     run_dir = os.path.join(args.out, f"{name}-seed{seed}")
     metrics_path = os.path.join(run_dir, "metrics.json")
-    if os.path.isfile(metrics_path):
-        return with_purity(json.load(open(metrics_path, encoding="utf-8")), run_dir)
     _, overrides, _ = VARIANTS[name]
     config = config_lib.load(args.config, [*args.overrides, *overrides, f"train.seed={seed}"])
+    if os.path.isfile(metrics_path):
+        # A finished run is reused only if it is the run this sweep would train: a
+        # config file changed since (K, say) must not mix old runs into new rows.
+        saved = config_lib.load(os.path.join(run_dir, "config.yaml"))
+        differences = config_lib.differences(saved, config)
+        if differences:
+            raise SystemExit(
+                f"{run_dir} holds a finished run of another config "
+                f"({'; '.join(differences[:3])}): give --out a new folder, or the overrides "
+                "that config was trained with.")
+        return with_purity(json.load(open(metrics_path, encoding="utf-8")), run_dir)
     prepare_run_dir(run_dir, config)  # an interrupted run resumes from its backup
     print(f"== {name}, seed {seed} -> {run_dir}", flush=True)
     return with_purity(train_and_evaluate(config, run_dir, verbose=0), run_dir)

@@ -284,6 +284,21 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def differences(saved: Config, given: Config) -> list[str]:
+    """``"key: <saved> there, <given> here"`` for every setting that differs, but the
+    ``distribute`` section (a run may resume, or be reused, on another cluster)."""
+    def flat(data, prefix=""):
+        for key, value in data.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield prefix + key, value
+
+    a, b = dict(flat(to_dict(saved))), dict(flat(to_dict(given)))
+    return [f"{key}: {a.get(key)!r} there, {b.get(key)!r} here" for key in sorted(set(a) | set(b))
+            if not key.startswith("distribute.") and a.get(key) != b.get(key)]
+
+
 def from_dict(data: Any, source: str = "<dict>") -> Config:
     """Builds a checked :class:`Config` from nested plain data."""
     return _build(Config, data, source, prefix="").validate(source)

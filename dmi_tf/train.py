@@ -113,7 +113,7 @@ def prepare_run_dir(path: str | None, config: config_lib.Config, resume: bool = 
         if "config.yaml" not in entries:
             raise UserError(f"run directory {out!r} is not empty and holds no run; choose a "
                             "new --out or remove it.")
-        differences = _config_differences(
+        differences = config_lib.differences(
             config_lib.load(os.path.join(out, "config.yaml")), config)
         if differences:
             raise UserError(
@@ -122,21 +122,6 @@ def prepare_run_dir(path: str | None, config: config_lib.Config, resume: bool = 
                 "choose a new --out.")
     os.makedirs(out, exist_ok=True)
     return path
-
-
-def _config_differences(saved: config_lib.Config, given: config_lib.Config) -> list[str]:
-    """``key: saved -> given`` for every setting that differs, but the ``distribute`` section
-    (a run may resume on another cluster)."""
-    def flat(data, prefix=""):
-        for key, value in data.items():
-            if isinstance(value, dict):
-                yield from flat(value, f"{prefix}{key}.")
-            else:
-                yield prefix + key, value
-
-    a, b = dict(flat(config_lib.to_dict(saved))), dict(flat(config_lib.to_dict(given)))
-    return [f"{key}: {a.get(key)!r} there, {b.get(key)!r} here" for key in sorted(set(a) | set(b))
-            if not key.startswith("distribute.") and a.get(key) != b.get(key)]
 
 
 class ValidationCallback(tf.keras.callbacks.Callback):

@@ -69,3 +69,26 @@ def test_splits_table_pairs_a_k_variant_with_the_backbone_of_the_same_k(tmp_path
 def test_splits_cli_names_a_missing_run_folder(tmp_path):
     with pytest.raises(SystemExit, match="no such run folder"):
         splits.main(["--roots", str(tmp_path / "nope")])
+
+
+def test_sweep_reuses_a_finished_run_only_if_its_config_is_the_one_asked_for(tmp_path):
+    import argparse
+
+    from dmi_tf import config as config_lib
+
+    sweep = load_script("dmi_sweep")
+    config_path = os.path.join(os.path.dirname(BENCHMARKS), "configs", "synthetic_dmi.yaml")
+    run_dir = tmp_path / "default-seed0"
+    os.makedirs(run_dir)
+    trained = config_lib.load(config_path, ["model.num_interests=3", "train.seed=0"])
+    (run_dir / "config.yaml").write_text(config_lib.dump_yaml(trained))
+    (run_dir / "metrics.json").write_text(json.dumps({"test": {"recall@50": 0.5}}))
+    (run_dir / "purity.json").write_text("{}")
+
+    def args(*overrides):
+        return argparse.Namespace(config=config_path, out=str(tmp_path), overrides=list(overrides))
+
+    assert sweep.train_variant(args("model.num_interests=3"), "default", 0)["test"] == {
+        "recall@50": 0.5}
+    with pytest.raises(SystemExit, match=r"another config \(model.num_interests: 3 there"):
+        sweep.train_variant(args(), "default", 0)
