@@ -24,8 +24,9 @@ class GateCombiner(tf.keras.layers.Layer):
         self.units = units
         self.initializer = initializer
         self.initial_bias = initial_bias
+        # Holds W [2d, d] and b only: call() applies them to the two halves itself.
         self.gate = tf.keras.layers.Dense(
-            units, activation="sigmoid", kernel_initializer=kernel_initializer(initializer),
+            units, kernel_initializer=kernel_initializer(initializer),
             bias_initializer=tf.keras.initializers.Constant(initial_bias), name="gate")
 
     def build(self, input_shape):

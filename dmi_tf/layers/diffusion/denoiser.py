@@ -86,7 +86,7 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
         self.value = dense(units, "value", use_bias=False)
         self._head_units = units // heads
         self._head_blocks = tf.constant(
-            np.kron(np.eye(heads), np.ones((units, units // heads))), tf.float32)
+            np.kron(np.eye(heads), np.ones((units, self._head_units))), tf.float32)
         self.output_projection = dense(units, "output_projection")
         # ffn_factor 0: attention only (a leaner query tower).
         self.ffn_hidden = (dense(ffn_factor * units, "ffn_hidden", activation="relu")
