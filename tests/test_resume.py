@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+import tensorflow as tf
 
 from dmi_tf import train
 from dmi_tf.errors import UserError
@@ -42,9 +43,12 @@ def test_sigkilled_run_resumes_where_it_was_and_matches_an_uninterrupted_run(tmp
     reference = start(reference_dir, str(tmp_path / "reference.log"))
     victim = start(run_dir, str(tmp_path / "first.log"))
     try:
-        checkpoint = os.path.join(run_dir, "backup", "ckpt-40.index")
+        # The manager writes ckpt-40's files first and names it in backup/checkpoint last;
+        # a kill between the two rightly resumes from 20, so wait for the name.
+        backup = os.path.join(run_dir, "backup")
         deadline = time.monotonic() + TIMEOUT
-        while not os.path.exists(checkpoint) and victim.poll() is None:
+        while (not str(tf.train.latest_checkpoint(backup)).endswith("ckpt-40")
+               and victim.poll() is None):
             assert time.monotonic() < deadline, "no checkpoint at step 40 in time"
             time.sleep(0.05)
         assert victim.poll() is None, "the run ended before it could be killed"
