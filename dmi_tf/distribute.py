@@ -300,8 +300,8 @@ def leave_together(strategy: tf.distribute.Strategy) -> None:
     coordination service's key-value store, hosted by the leader (the chief):
     every task posts ``done`` after its last collective and waits for everyone's
     (then no collective is in flight anywhere); every other task then posts
-    ``left`` and exits; the leader exits last, after every ``left``, so no
-    request to its store is ever cut off.
+    ``left`` and exits; the leader exits last, after every ``left``. Only the
+    reply to a ``left`` can be cut off, and it carries nothing.
     """
     if not is_multi_worker(strategy):
         return
@@ -323,7 +323,12 @@ def leave_together(strategy: tf.distribute.Strategy) -> None:
     for task in tasks:
         store.get_config_key_value(f"{prefix}/done{task}")  # blocks until posted
     if me != leader:
-        store.set_config_key_value(f"{prefix}/left{me}", "1")
+        try:
+            store.set_config_key_value(f"{prefix}/left{me}", "1")
+        except tf.errors.UnavailableError:
+            # The leader may exit the moment its store holds this key, before
+            # the reply reaches us; every collective is over, so nothing is lost.
+            pass
         return
     for task in tasks:
         if task != leader:

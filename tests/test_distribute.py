@@ -154,6 +154,41 @@ def test_dmi_trains_under_mirrored_strategy(tmp_path):
     assert 0 <= evaluate(model, valid, (20, 50))["recall@50"] <= 1
 
 
+class _LeaderStore:
+    """The leader's key-value store as a worker sees it: the leader may exit as
+    soon as the last ``left`` key lands, cutting off the reply to that insert."""
+
+    def __init__(self, leader_exits_on_last_left):
+        self.keys = {}
+        self.leader_exits_on_last_left = leader_exits_on_last_left
+
+    def set_config_key_value(self, key, value):
+        self.keys[key] = value
+        if self.leader_exits_on_last_left and "/left/" in key:
+            raise tf.errors.UnavailableError(None, None, "Socket closed")
+
+    def get_config_key_value(self, key):
+        if key not in self.keys:  # a peer that never posts would block forever
+            raise AssertionError(f"would block on {key}")
+        return self.keys[key]
+
+
+@pytest.mark.parametrize("cut_off", [False, True])
+def test_leave_together_a_worker_exits_even_if_the_leader_left_first(monkeypatch, cut_off):
+    from tensorflow.python.eager import context
+
+    store = _LeaderStore(cut_off)
+    store.keys["dmi_tf/exit-0/done/job:worker/replica:0/task:0"] = "1"  # the leader is done
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({"worker": ["a:1", "b:2"]}), task_type="worker", task_id=1)
+    strategy = type("Strategy", (), {"cluster_resolver": resolver})()
+    monkeypatch.setattr(distribute, "is_multi_worker", lambda s: True)
+    monkeypatch.setattr(distribute, "_EXITS", iter([0]))
+    monkeypatch.setattr(context, "context", lambda: store)
+    distribute.leave_together(strategy)
+    assert store.keys["dmi_tf/exit-0/left/job:worker/replica:0/task:1"] == "1"
+
+
 # --- clusters of local processes -----------------------------------------------------------
 
 def test_multi_worker_mirrored_two_workers_agree(tmp_path):
