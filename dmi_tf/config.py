@@ -163,6 +163,11 @@ class TrainConfig:
     # slots, O(items x d) per step); lazy_adam: only the rows a batch touched (TF
     # Addons' LazyAdam), the one for million-item catalogues.
     optimizer: Literal["adam", "lazy_adam"] = "adam"
+    # 0 = off. Otherwise validation, the selected checkpoint and so the export use
+    # an exponential moving average of the weights, updated every step with this
+    # momentum (0.999 averages about the last 1,000 steps). It touches every row of
+    # the item table each step, so it is for catalogues that fit that cost.
+    ema_momentum: float = 0.0
 
 
 @dataclasses.dataclass
@@ -246,6 +251,8 @@ class Config:
             (self.train.max_steps >= 1, "train.max_steps", "must be >= 1"),
             (self.train.steps_per_execution >= 1, "train.steps_per_execution", "must be >= 1"),
             (self.train.patience >= 1, "train.patience", "must be >= 1"),
+            (0.0 <= self.train.ema_momentum < 1.0, "train.ema_momentum",
+             "must be in [0, 1) (0 = no moving average)"),
             (self.train.checkpoint_steps is None
              or (self.train.checkpoint_steps >= 1
                  and self.train.steps_per_eval % self.train.checkpoint_steps == 0),

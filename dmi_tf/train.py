@@ -28,6 +28,7 @@ the chief writes RUN_DIR and the others ``RUN_DIR/workers/<type>-<index>/``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -180,18 +181,20 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             return
         seconds = time.perf_counter() - self._since
         speed = (step - self._since_step) * self.batch_size / max(seconds, 1e-9)
-        metrics = self.evaluate_fn()
-        # Multi-worker: every worker must take the same decision (saving is a collective).
-        value = distribute.agree_on_mean(self.strategy, metrics[self.metric])
-        improved = value > self.best
+        # With train.ema_momentum, the average is what is validated and kept.
+        with averaged_weights(self.model):
+            metrics = self.evaluate_fn()
+            # Multi-worker: every worker must take the same decision (saving is a collective).
+            value = distribute.agree_on_mean(self.strategy, metrics[self.metric])
+            improved = value > self.best
+            if improved:
+                self.best, self.best_step, self.wait = value, step, 0
+                self.manager.save(checkpoint_number=step)
+            else:
+                self.wait += 1
         with self.writer.as_default(step=step):
             for name, v in metrics.items():
                 tf.summary.scalar(f"valid/{name}", v)
-        if improved:
-            self.best, self.best_step, self.wait = value, step, 0
-            self.manager.save(checkpoint_number=step)
-        else:
-            self.wait += 1
         loss = (logs or {}).get("loss", float("nan"))
         self.history.append({"step": step, "loss": float(loss), **metrics})
         print(f"step {step}: loss {loss:.4f}, valid {self.metric} {value:.4f}"
@@ -388,6 +391,35 @@ class LazyAdam(tf.keras.optimizers.Adam):
             alpha * m_rows / (tf.sqrt(v_rows) + tf.cast(self.epsilon, dtype)), rows))
 
 
+@contextlib.contextmanager
+def averaged_weights(model: tf.keras.Model):
+    """Inside, ``model`` holds the optimizer's moving average of its weights (if it keeps one).
+
+    The weights and their averages swap places on entry and back on exit, so
+    training resumes from its own weights and the average keeps its history.
+    """
+    optimizer = model.optimizer
+    if optimizer is None or not getattr(optimizer, "use_ema", False):
+        yield
+        return
+    # Keras' optimizer keeps one average per variable it was built on (private but
+    # pinned with tf-keras 2.20; finalize_variable_values reads them the same way).
+    pairs = [(v, optimizer._model_variables_moving_average[
+        optimizer._index_dict[optimizer._var_key(v)]]) for v in model.trainable_variables]
+
+    def swap():
+        for variable, average in pairs:
+            value = tf.identity(variable)
+            variable.assign(average)
+            average.assign(value)
+
+    swap()
+    try:
+        yield
+    finally:
+        swap()
+
+
 def compile_for_training(model: tf.keras.Model, config: config_lib.Config) -> None:
     """The configured Adam and learning rate, XLA choice and steps per execution.
 
@@ -396,7 +428,8 @@ def compile_for_training(model: tf.keras.Model, config: config_lib.Config) -> No
     """
     tc = config.train
     optimizer = (LazyAdam if tc.optimizer == "lazy_adam" else tf.keras.optimizers.Adam)
-    model.compile(optimizer=optimizer(tc.learning_rate),
+    ema = {"use_ema": True, "ema_momentum": tc.ema_momentum} if tc.ema_momentum else {}
+    model.compile(optimizer=optimizer(tc.learning_rate, **ema),
                   jit_compile=tc.jit_compile, steps_per_execution=tc.steps_per_execution)
 
 

@@ -56,6 +56,7 @@ def test_unknown_section(tmp_path):
     ("model: 3\n", r"model must be a mapping"),
     ("- a\n- b\n", r"top level must be a mapping"),
     ("train:\n  batch_size: 0\n", r"train\.batch_size must be >= 1"),
+    ("train:\n  ema_momentum: 1.0\n", r"train\.ema_momentum must be in \[0, 1\)"),
     ("model: [\n", r"invalid YAML"),
 ])
 def test_wrong_types_and_values_are_named(tmp_path, text, pattern):
