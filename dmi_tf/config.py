@@ -115,6 +115,10 @@ class DiffusionConfig:
     backbone_loss_weight: float = 0.0
     # Initial bias of the gate: sigma(b) is the starting share of the coarse interest.
     gate_bias: float = 0.0
+    # Which interests a training step refines: the one the hard readout picks for
+    # the target (chosen), or all K, the readout then picking among the refined
+    # ones as retrieval does at inference (all; K times the refiner's training work).
+    train_interests: Literal["chosen", "all"] = "chosen"
     # S reverse (DDIM) steps at inference from T' (null = T // 4);
     # S = 0 returns the coarse interests.
     infer_steps: int = 1

@@ -71,8 +71,9 @@ def test_interests_are_deterministic_and_compile_with_xla():
     assert np.all((weights > 0).sum(-1) <= 2)  # r = 2 kept items per interest
 
 
-def test_gradients_reach_the_denoiser_the_backbone_and_the_items():
-    model = model_of("diffusion.layers=2")
+@pytest.mark.parametrize("train_interests", ["chosen", "all"])
+def test_gradients_reach_the_denoiser_the_backbone_and_the_items(train_interests):
+    model = model_of("diffusion.layers=2", f"diffusion.train_interests={train_interests}")
     with tf.GradientTape() as tape:
         loss = model.compute_loss(FEATURES, training=True)
     grads = tape.gradient(loss, model.trainable_variables)
@@ -87,6 +88,31 @@ def test_gradients_reach_the_denoiser_the_backbone_and_the_items():
         if v.name in dead and g is not None:
             np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), 0.0, atol=1e-6)
     assert model.refiner.denoiser.trainable_variables and model.extractor.trainable_variables
+
+
+def test_training_all_interests_refines_each_as_if_alone():
+    # Without noise (s = 0) and with one step (t = 1) a training draw is
+    # deterministic, so refining all K at once must give, per interest, what
+    # refining that interest alone gives.
+    model = model_of("diffusion.noise_scale=0", "diffusion.steps=1",
+                     "diffusion.train_interests=all",
+                     "model.num_interests=3")
+    embeddings, mask, interests, weights = model._attend(HISTORY)
+    u_all, x0_all = model.refiner.train_refine_all(interests, embeddings, mask, weights)
+    assert u_all.shape == interests.shape == x0_all.shape
+    for k in range(3):
+        u, x0 = model.refiner.train_refine(interests[:, k], embeddings, mask, weights[:, k])
+        np.testing.assert_allclose(u_all[:, k].numpy(), u.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(x0_all[:, k].numpy(), x0.numpy(), rtol=1e-5, atol=1e-6)
+    # And the training readout picks among the refined interests.
+    features = model.task.add_negatives(FEATURES)
+    chosen = model._retrieval_loss(
+        tf.gather(u_all, tf.argmax(tf.einsum("bkd,bd->bk", u_all, model.item_embedding(
+            FEATURES["target"])), axis=1, output_type=tf.int32), axis=1, batch_dims=1),
+        model.item_embedding(FEATURES["target"]), features)
+    recon = tf.reduce_mean(tf.reduce_sum(tf.square(x0_all - interests), axis=-1))
+    np.testing.assert_allclose(model.compute_loss(features, training=True).numpy(),
+                               (chosen + 0.1 * recon).numpy(), rtol=1e-5)
 
 
 def test_reconstruction_weight_enters_the_loss():
@@ -126,6 +152,7 @@ def test_dmi_trains_through_keras_fit_and_saves_its_reverse_pass(tmp_path):
     ("diffusion.infer_start=50", "diffusion.infer_start"),
     ("diffusion.denoiser=transformer", "diffusion.denoiser"),
     ("model.extractor=youtube_dnn", "model.extractor"),
+    ("diffusion.train_interests=some", "diffusion.train_interests"),
 ])
 def test_bad_diffusion_settings_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

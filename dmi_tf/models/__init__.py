@@ -101,5 +101,6 @@ def build_model(config: Config, num_items: int, train: SplitData):
         return DMI(item_embedding, build_extractor(config), task, build_refiner(config),
                    recon_weight=config.diffusion.recon_weight,
                    backbone_loss_weight=config.diffusion.backbone_loss_weight,
+                   train_interests=config.diffusion.train_interests,
                    infer_steps=config.diffusion.infer_steps, name=name)
     return MultiInterestModel(item_embedding, build_extractor(config), task, readout, name=name)

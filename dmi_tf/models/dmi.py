@@ -28,12 +28,16 @@ class DMI(MultiInterestModel):
       recon_weight: μ.
       backbone_loss_weight: weight of the retrieval loss on ``v0`` itself (keeps
         the coarse interests good on their own; 0 = the loss sees only ``u``).
+      train_interests: ``chosen`` refines, in training, the interest the hard
+        readout picks for the target; ``all`` refines all K and the readout picks
+        among the refined ones (as retrieval scores them at inference).
       infer_steps: S; 0 skips the refiner at inference.
     """
 
     def __init__(self, item_embedding, extractor, task, refiner: DiffusionRefiner | None,
                  recon_weight: float = 0.1, infer_steps: int = 1,
-                 backbone_loss_weight: float = 0.0, **kwargs):
+                 backbone_loss_weight: float = 0.0, train_interests: str = "chosen",
+                 **kwargs):
         super().__init__(item_embedding, extractor, task, **kwargs)
         if not hasattr(extractor, "attend"):
             raise ValueError(f"DMI needs an extractor with attend(); {type(extractor).__name__} "
@@ -41,6 +45,9 @@ class DMI(MultiInterestModel):
         self.refiner = refiner
         self.recon_weight = recon_weight
         self.backbone_loss_weight = backbone_loss_weight
+        if train_interests not in ("chosen", "all"):
+            raise ValueError(f"train_interests must be 'chosen' or 'all', got {train_interests!r}")
+        self.train_interests = train_interests
         self.infer_steps = infer_steps
         self.recon_tracker = tf.keras.metrics.Mean("reconstruction_loss")
 
@@ -82,9 +89,16 @@ class DMI(MultiInterestModel):
         v0 = tf.gather(interests, chosen, axis=1, batch_dims=1)
         if self.refiner is None:
             return self._retrieval_loss(v0, target_embeddings, features)
-        u, x0_hat = self.refiner.train_refine(
-            v0, embeddings, mask, tf.gather(weights, chosen, axis=1, batch_dims=1))
-        recon = tf.reduce_mean(tf.reduce_sum(tf.square(x0_hat - tf.stop_gradient(v0)), axis=-1))
+        if self.train_interests == "all":
+            u_all, x0_hat = self.refiner.train_refine_all(interests, embeddings, mask, weights)
+            u = tf.gather(u_all, hard_choice(u_all, target_embeddings), axis=1, batch_dims=1)
+            clean = interests
+        else:
+            u, x0_hat = self.refiner.train_refine(
+                v0, embeddings, mask, tf.gather(weights, chosen, axis=1, batch_dims=1))
+            clean = v0
+        recon = tf.reduce_mean(tf.reduce_sum(tf.square(x0_hat - tf.stop_gradient(clean)),
+                                             axis=-1))
         self.recon_tracker.update_state(recon)
         loss = self._retrieval_loss(u, target_embeddings, features) + self.recon_weight * recon
         if self.backbone_loss_weight:

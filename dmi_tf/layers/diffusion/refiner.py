@@ -100,6 +100,32 @@ class DiffusionRefiner(tf.keras.layers.Layer):
         x0_hat = x0_hat[:, 0, :]
         return self.combiner(v0, x0_hat), x0_hat
 
+    def train_refine_all(self, interests, history_embeddings, mask, attention):
+        """One training draw for every interest: :meth:`train_refine` on ``[batch, K, d]``.
+
+        Each example draws one step t for all its interests and a fresh noise
+        and dimension mask per interest.
+
+        Args:
+          interests: float32 ``[batch, K, d]``.
+          history_embeddings: float32 ``[batch, L, d]``.
+          mask: bool ``[batch, L]``.
+          attention: float32 ``[batch, K, L]``, the extractor's weights.
+
+        Returns:
+          ``(u [batch, K, d], x0_hat [batch, K, d])``.
+        """
+        shape = tf.shape(interests)
+        batch, k = shape[0], shape[1]
+        t = self.rng.uniform([batch], 1, self.steps + 1, dtype=tf.int32)
+        rows = batch * k
+        noise = self.rng.normal([rows, self.units])
+        v_t = self.schedule.forward(tf.reshape(interests, [rows, self.units]), tf.repeat(t, k),
+                                    noise, self._dims_mask(rows))
+        keep = keep_top_items(attention, mask, self.keep_items)
+        x0_hat, _ = self.denoiser(tf.reshape(v_t, shape), t, history_embeddings, keep)
+        return self.combiner(interests, x0_hat), x0_hat
+
     def call(self, interests, history_embeddings, mask, attention):
         """The deterministic reverse pass over all interests.
 
