@@ -9,8 +9,10 @@ Both sit behind one interface, :class:`TopKIndex` (as TFRS's ``TopK`` layers):
 * ``is_exact()``: whether results equal the exact inner-product top-``k``.
 
 :class:`ExactIndex` calls :func:`dmi_tf.retrieval.retrieve` itself, so its
-results are evaluation's to the bit; it only uses ops with GPU kernels, and a
-SavedModel holding it loads in any TensorFlow (stock TF-Serving included).
+results are evaluation's (to the bit over the table's rows; over the faster
+transposed copy, the same ids with scores to float rounding); it only uses ops
+with GPU kernels, and a SavedModel holding it loads in any TensorFlow (stock
+TF-Serving included).
 :class:`ScannIndex` wraps TFRS's ``ScaNN`` layer (CPU only); a SavedModel
 holding it needs the ``Scann`` op namespace at save time
 (:attr:`TopKIndex.op_namespaces`) and ScaNN's ops in the loading process:
@@ -30,7 +32,14 @@ import numpy as np
 import tensorflow as tf
 
 from dmi_tf.errors import ConfigError
-from dmi_tf.retrieval import EMPTY_ID, exact_topk, merge_interest_topk, retrieve
+from dmi_tf.retrieval import (
+    EMPTY_ID,
+    INDEX_BLOCK_SIZE,
+    ItemColumns,
+    exact_topk,
+    merge_interest_topk,
+    retrieve,
+)
 
 __all__ = [
     "ExactIndex",
@@ -43,6 +52,7 @@ __all__ = [
 ]
 
 INDEX_KINDS = ("exact", "scann")
+LAYOUTS = ("columns", "rows")
 
 
 @dataclasses.dataclass
@@ -73,7 +83,11 @@ class IndexConfig:
 
     kind: Literal["exact", "scann"] = "exact"
     # Exact index: item rows scored at once (peak memory is one [queries, block] block).
-    block_size: int = 65536
+    block_size: int = INDEX_BLOCK_SIZE
+    # Exact index: "columns" keeps a transposed copy of the table (faster on a CPU at
+    # small batches, the table stored twice in an export); "rows" scores the
+    # model's own table (one copy).
+    layout: Literal["columns", "rows"] = "columns"
     scann: ScannConfig = dataclasses.field(default_factory=ScannConfig)
 
 
@@ -199,37 +213,49 @@ class TopKIndex(tf.Module):
 class ExactIndex(TopKIndex):
     """Exact inner-product top-K, streamed over item blocks (:func:`dmi_tf.retrieval.exact_topk`).
 
-    The table is held in a variable, so a SavedModel stores it in its variables
+    The table is held in variables, so a SavedModel stores it in its variables
     (no 2 GB graph-constant limit). MatMul, TopKV2, GatherV2 and While all have
     GPU kernels: this is the index for GPU serving.
 
     Args:
-      item_embeddings: float32 ``[M, d]``, row 0 padding. A ``tf.Variable``
-        (e.g. the model's item table) is used as it is, not copied, so an
-        export holding both the model and the index stores the table once.
+      item_embeddings: float32 ``[M, d]``, row 0 padding.
       block_size: item rows scored at once; peak extra memory is one
         ``[queries, block_size]`` score block.
+      layout: ``columns`` (default) scores a transposed copy of the table
+        (:class:`dmi_tf.retrieval.ItemColumns`), which oneDNN multiplies about
+        1.4x faster on a CPU for 1-16 users; an export then stores the table
+        twice. ``rows`` scores the table as given: a ``tf.Variable`` (e.g. the
+        model's item table) is used as it is, not copied, so an export stores
+        the table once. Same results either way (scores to float rounding).
     """
 
-    def __init__(self, item_embeddings, block_size: int = 65536, name: str = "exact_index"):
+    def __init__(self, item_embeddings, block_size: int = INDEX_BLOCK_SIZE,
+                 layout: str = "columns", name: str = "exact_index"):
         if isinstance(item_embeddings, tf.Variable) and item_embeddings.dtype == tf.float32:
-            variable = item_embeddings
-            _check_table(tuple(variable.shape))
+            table = item_embeddings
         else:
             table = np.asarray(item_embeddings, np.float32)
-            _check_table(table.shape)
-            variable = tf.Variable(table, trainable=False, name="item_embeddings")
-        super().__init__(variable.shape[0], variable.shape[1], name=name)
+        _check_table(tuple(table.shape))
+        super().__init__(table.shape[0], table.shape[1], name=name)
         if not _positive(block_size):
             raise ConfigError(f"index.block_size must be a positive int, got {block_size!r}.")
+        if layout not in LAYOUTS:
+            raise ConfigError(f"index.layout is {layout!r}; it must be one of "
+                              f"{', '.join(LAYOUTS)}.")
         self.block_size = block_size
-        self.item_embeddings = variable
+        self.layout = layout
+        if layout == "columns":
+            self.item_embeddings = ItemColumns(table, block_size)
+        elif isinstance(table, tf.Variable):
+            self.item_embeddings = table
+        else:
+            self.item_embeddings = tf.Variable(table, trainable=False, name="item_embeddings")
 
     def is_exact(self) -> bool:
         return True
 
     def describe(self) -> dict:
-        return {"kind": "exact", "block_size": self.block_size}
+        return {"kind": "exact", "block_size": self.block_size, "layout": self.layout}
 
     def search(self, queries, k):
         return exact_topk(queries, self.item_embeddings, k, block_size=self.block_size)
@@ -314,7 +340,7 @@ def build_index(item_embeddings, config: IndexConfig | None = None, k: int = 100
     """
     config = config or IndexConfig()
     if config.kind == "exact":
-        return ExactIndex(item_embeddings, block_size=config.block_size)
+        return ExactIndex(item_embeddings, block_size=config.block_size, layout=config.layout)
     if config.kind == "scann":
         return ScannIndex(item_embeddings, k, config.scann)
     raise ConfigError(f"index.kind is {config.kind!r}; it must be one of {', '.join(INDEX_KINDS)}.")

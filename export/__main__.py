@@ -1,7 +1,7 @@
 """``python -m export``: a trained run -> a TF-Serving model version.
 
     python -m export --run RUN_DIR --out MODEL_BASE [--name NAME] [--index exact|scann]
-                     [--version N] [--k 100] [--block-size 65536]
+                     [--version N] [--k 100] [--block-size 131072] [--index-layout columns|rows]
                      [--scann-leaves N] [--scann-leaves-to-search N] [--scann-reorder N]
                      [--scann-dims-per-block 2] [--max-batch-size 128]
                      [--batch-timeout-micros 1000] [--base-path-prefix /models]
@@ -19,7 +19,7 @@ import sys
 
 import dmi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from dmi_tf.errors import UserError
-from dmi_tf.index import IndexConfig, ScannConfig
+from dmi_tf.index import INDEX_BLOCK_SIZE, IndexConfig, ScannConfig
 from export.exporter import ServingOptions, export_run
 
 
@@ -34,8 +34,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="top-K index: exact (GPU, any TF-Serving) or scann (needs ScaNN ops)")
     parser.add_argument("--version", type=int, help="version number (default: newest + 1)")
     parser.add_argument("--k", type=int, default=100, help="items returned per user (default 100)")
-    parser.add_argument("--block-size", type=int, default=65536,
-                        help="exact index: item rows scored at once (default 65536)")
+    parser.add_argument("--block-size", type=int, default=INDEX_BLOCK_SIZE,
+                        help="exact index: item rows scored at once "
+                             f"(default {INDEX_BLOCK_SIZE})")
+    parser.add_argument("--index-layout", choices=("columns", "rows"), default="columns",
+                        help="exact index: columns (a transposed copy of the item table, faster "
+                             "on CPUs, the table stored twice) or rows (the model's table, once)")
     parser.add_argument("--scann-leaves", type=int, help="ScaNN tree leaves (default ~sqrt(items))")
     parser.add_argument("--scann-leaves-to-search", type=int,
                         help="ScaNN leaves searched per query (default 20%% of the leaves)")
@@ -56,10 +60,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        index = IndexConfig(kind=args.index, block_size=args.block_size, scann=ScannConfig(
+        scann = ScannConfig(
             num_leaves=args.scann_leaves, num_leaves_to_search=args.scann_leaves_to_search,
             num_reordering_candidates=args.scann_reorder,
-            dimensions_per_block=args.scann_dims_per_block))
+            dimensions_per_block=args.scann_dims_per_block)
+        index = IndexConfig(kind=args.index, block_size=args.block_size,
+                            layout=args.index_layout, scann=scann)
         serving = ServingOptions(base_path_prefix=args.base_path_prefix,
                                  max_batch_size=args.max_batch_size,
                                  batch_timeout_micros=args.batch_timeout_micros)

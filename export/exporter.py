@@ -188,7 +188,7 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
          f"K={probe.shape[1]}, L={length}) as {name} version {version}, top-{k} by "
          f"{index_config.kind} index")
     t0 = time.perf_counter()
-    # The model's table itself (when it is a variable), so the export stores it once.
+    # The model's table itself (a variable): the "rows" layout then stores it once.
     index = build_index(model.candidate_embeddings(), index_config, k)
     _log(f"index: {index.describe()} built in {time.perf_counter() - t0:.1f}s")
     if index.op_namespaces:

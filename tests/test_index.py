@@ -43,20 +43,39 @@ def test_exact_search_is_numpy_topk_and_never_returns_padding():
     assert index.is_exact()
 
 
-def test_exact_retrieve_is_evaluations_retrieve():
+@pytest.mark.parametrize("block_size", [128, 65536])  # 5 blocks / one
+def test_exact_retrieve_is_evaluations_retrieve(block_size):
     table, _ = clustered_table()
     interests = np.random.default_rng(1).normal(size=(5, 3, 16)).astype(np.float32)
-    index = ExactIndex(table, block_size=128)
-    got = index.retrieve(interests, 30)
-    want = retrieve(interests, table, 30, block_size=128)
-    np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
-    np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+    want = retrieve(interests, table, 30, block_size=block_size)
+    rows = ExactIndex(table, block_size=block_size, layout="rows").retrieve(interests, 30)
+    np.testing.assert_array_equal(rows[1].numpy(), want[1].numpy())
+    np.testing.assert_array_equal(rows[0].numpy(), want[0].numpy())
+    # The transposed copy multiplies in another order: same ids, scores to rounding.
+    columns = ExactIndex(table, block_size=block_size).retrieve(interests, 30)
+    np.testing.assert_array_equal(columns[1].numpy(), want[1].numpy())
+    np.testing.assert_allclose(columns[0].numpy(), want[0].numpy(), rtol=1e-6)
+
+
+def test_exact_index_columns_are_blocks_of_the_real_rows_transposed():
+    table, queries = clustered_table(items=50)
+    index = ExactIndex(table, block_size=16)  # 50 real rows: blocks of 16, 16, 16, 2
+    blocks = index.item_embeddings.blocks
+    assert [b.shape.as_list() for b in blocks] == [[16, 16], [16, 16], [16, 16], [16, 2]]
+    np.testing.assert_array_equal(np.concatenate([b.numpy() for b in blocks], axis=1),
+                                  table[1:].T)
+    scores, ids = index.search(queries, 50)  # every real row, never the padding row
+    want_scores, want_ids = numpy_topk(queries, table, 50)
+    np.testing.assert_array_equal(ids.numpy(), want_ids)
+    np.testing.assert_allclose(scores.numpy(), want_scores, rtol=1e-5)
+    with pytest.raises(ValueError, match="only 50 retrievable rows"):
+        index.search(queries, 51)
 
 
 def test_exact_index_shares_a_variable_table_instead_of_copying_it():
     table, queries = clustered_table(items=50)
     variable = tf.Variable(table)
-    index = ExactIndex(variable)
+    index = ExactIndex(variable, layout="rows")
     assert index.item_embeddings is variable
     variable.assign(-variable)  # the index sees the model's current weights
     np.testing.assert_array_equal(index.search(queries, 5)[1].numpy(),
@@ -156,3 +175,5 @@ def test_bad_index_settings_are_config_errors():
         ExactIndex(table, block_size=0)
     with pytest.raises(ConfigError, match="padding row"):
         ExactIndex(np.zeros((1, 4), np.float32))
+    with pytest.raises(ConfigError, match=r"index\.layout"):
+        ExactIndex(np.zeros((3, 4), np.float32), layout="diagonal")

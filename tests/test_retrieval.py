@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dmi_tf.retrieval import exact_topk, merge_interest_topk, retrieve
+from dmi_tf.retrieval import ItemColumns, exact_topk, merge_interest_topk, retrieve
 
 NEG_INF = float("-inf")
 
@@ -362,13 +362,15 @@ def test_retrieve_wide_catalogue_equals_per_interest_topk_and_merge(block_size):
     np.testing.assert_allclose(scores.numpy(), want_scores, rtol=1e-5, atol=1e-5)
 
 
-def test_retrieve_survives_saved_model_round_trip(tmp_path):
-    # Export path: item table in a variable, dynamic batch, reloaded signature
-    # must give the same ids as the live function.
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_retrieve_survives_saved_model_round_trip(tmp_path, layout):
+    # Export path: item table in a variable (or transposed blocks of it),
+    # dynamic batch, reloaded signature must give the same ids as the live function.
     class Retriever(tf.Module):
         def __init__(self):
             super().__init__()
-            self.items = tf.Variable(_random((70, 4), seed=41))
+            table = _random((70, 4), seed=41)
+            self.items = tf.Variable(table) if layout == "rows" else ItemColumns(table, 32)
 
         @tf.function(input_signature=[tf.TensorSpec([None, 2, 4], tf.float32)])
         def serve(self, interests):
@@ -383,3 +385,33 @@ def test_retrieve_survives_saved_model_round_trip(tmp_path):
     want = module.serve(interests)
     np.testing.assert_array_equal(got["ids"].numpy(), want["ids"].numpy())
     np.testing.assert_array_equal(got["scores"].numpy(), want["scores"].numpy())
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_retrieve_over_item_columns_equals_rows_with_ties_and_nan(jit):
+    # Scores on a 1/4 grid tie everywhere, one item is NaN and some -inf: the
+    # transposed blocks must rank exactly as the rows do (ties to the lower id).
+    rng = np.random.default_rng(9)
+    table = np.round(rng.normal(size=(301, 3)) * 4) / 4
+    table[rng.choice(np.arange(1, 301), 20, replace=False), 0] = -np.inf
+    table[57, 1] = np.nan
+    table = table.astype(np.float32)
+    interests = np.round(_random((4, 2, 3), seed=10) * 2) / 2
+    columns = ItemColumns(table, block_size=64)  # 300 real rows: 4 blocks of 64 and one of 44
+    want = tf.function(lambda i: retrieve(i, table, 40, block_size=64), jit_compile=jit)(interests)
+    got = tf.function(lambda i: retrieve(i, columns, 40), jit_compile=jit)(interests)
+    np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+    np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+
+
+def test_item_columns_errors_name_the_problem():
+    columns = ItemColumns(_random((11, 4), seed=1), block_size=4)
+    queries = _random((2, 4), seed=2)
+    with pytest.raises(ValueError, match="only 10 retrievable rows"):
+        exact_topk(queries, columns, 11)
+    with pytest.raises(ValueError, match="exclude_padding=False"):
+        exact_topk(queries, columns, 3, exclude_padding=False)
+    with pytest.raises(ValueError, match="embedding size 3"):
+        exact_topk(_random((2, 3), seed=3), columns, 3)
+    with pytest.raises(ValueError, match="M >= 2"):
+        ItemColumns(np.zeros((1, 4), np.float32))
