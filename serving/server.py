@@ -67,6 +67,7 @@ INT32_MAX = 2**31 - 1  # TF-Serving's gRPC message size limit
 _VERSION_DIR = re.compile(r"^[0-9]+$")
 _State = get_model_status_pb2.ModelVersionStatus.State
 _WINDOW = 100_000  # most requests kept for one log line
+DEFAULT_GRPC_THREADS = 256
 
 
 class ServingError(Exception):
@@ -768,7 +769,11 @@ class ModelServer:
         # gRPC keeps the first of repeated keys, so the user's arguments replace the defaults.
         options = dict([("grpc.max_receive_message_length", INT32_MAX),
                         ("grpc.max_send_message_length", INT32_MAX), *channel_args])
-        threads = max_threads or 4 * (os.cpu_count() or 1)
+        # Each request holds a thread while it waits for its batch, so the pool
+        # bounds how many requests can share a batch. TF-Serving's C++ server has
+        # no such bound (its flag sizes the pollers); 4 x cores here capped 16
+        # concurrent clients at batches of 4 (BENCHMARKS.md, "Serving").
+        threads = max_threads or DEFAULT_GRPC_THREADS
         self._grpc = grpc.server(
             concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc"),
             options=list(options.items()), maximum_concurrent_rpcs=None)
@@ -1129,7 +1134,10 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True)
     flag("--grpc_channel_arguments", type=_channel_args, default=[],
          help="key=value,... e.g. grpc.max_receive_message_length=67108864")
-    flag("--grpc_max_threads", type=int, default=None)
+    flag("--grpc_max_threads", type=int, default=None,
+         help=f"requests handled at once (default {DEFAULT_GRPC_THREADS}; threads start on "
+              "demand). Unlike TF-Serving's flag of that name it bounds concurrent requests, "
+              "and with them the batch sizes server-side batching can form")
     flag("--tensorflow_intra_op_parallelism", type=int, default=0,
          help="threads of one op (0: TensorFlow's default, one per core)")
     flag("--tensorflow_inter_op_parallelism", type=int, default=0,

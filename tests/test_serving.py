@@ -454,6 +454,30 @@ def test_concurrent_requests_are_batched_and_answered_correctly(server, model_ba
     assert max(rows for rows, _ in model.runs) > 1  # requests shared model calls
 
 
+def test_more_concurrent_requests_than_cores_share_one_batch(model_base):
+    # Each waiting request holds a server thread: a pool of 4 x cores (the old
+    # default) let only that many join a batch, however many clients waited.
+    clients = 4 * (os.cpu_count() or 1) + 8
+    batching = server_lib.BatchingOptions(max_batch_size=256, batch_timeout_micros=3_000_000,
+                                          num_batch_threads=1, pad_variable_length_inputs=True)
+    srv = server_lib.ModelServer({"dmi": model_base}, batching, poll_seconds=0)
+    srv.start(port=0, log_interval=0)
+    try:
+        channel = client_lib.make_channel(f"127.0.0.1:{srv.port}")
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        assert_alive(stub)  # the lone warm-up request is its own batch
+        model = srv.models["dmi"]
+        model.runs.clear()
+        futures = [stub.Predict.future(predict_request([HISTORIES[i % len(HISTORIES)]]),
+                                       timeout=60) for i in range(clients)]
+        for future in futures:
+            future.result()
+        channel.close()
+    finally:
+        srv.stop(grace=5)
+    assert [rows for rows, _ in model.runs] == [clients]
+
+
 # --------------------------------------------------------------------------- batching, retries
 
 
