@@ -387,6 +387,23 @@ def test_versions_count_up_and_are_immutable(runs, tmp_path):
         quiet_export(runs["youtube_dnn"], base, version=2, k=10)
 
 
+def test_rows_layout_stores_the_item_table_once(runs, tmp_path):
+    # The default exact index scores a transposed copy of the table: it is stored
+    # twice. With layout rows the index scores the model's own variable.
+    sizes = {}
+    for layout in ("columns", "rows"):
+        result, _ = quiet_export(runs["comirec_sa"], str(tmp_path / layout), k=10,
+                                 index_config=IndexConfig(layout=layout))  # parity checked
+        with open(os.path.join(result.path, "assets.extra", "export.json")) as f:
+            assert json.load(f)["index"]["layout"] == layout
+        folder = os.path.join(result.path, "variables")
+        sizes[layout] = sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder))
+    table = load_run(runs["comirec_sa"]).model.candidate_embeddings()
+    table_bytes = int(np.prod(table.shape)) * 4
+    assert sizes["columns"] - sizes["rows"] == pytest.approx(table_bytes - table.shape[1] * 4,
+                                                             abs=4096)
+
+
 def test_interrupted_export_leaves_no_version_directory(runs, tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
