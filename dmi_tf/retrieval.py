@@ -239,14 +239,10 @@ def _topk_columns(queries, columns: ItemColumns, k, exclude_padding, group):
     if k > columns.num_rows - 1:
         raise ValueError(f"k={k} but the candidate table has only {columns.num_rows - 1} "
                          f"retrievable rows; use k <= {columns.num_rows - 1}.")
-    best_scores = best_indices = None
-    for first_row, block in zip(columns.first_rows, columns.blocks, strict=True):
-        # One score block in flight at a time, as in _topk_static_blocks.
-        deps = [] if best_scores is None else [best_scores, best_indices]
-        with tf.control_dependencies(deps):
-            scores = _floor_scores(_group_max(tf.matmul(queries, block), group))
-        best_scores, best_indices = _merge_block(best_scores, best_indices, scores, first_row, k)
-    return best_scores, best_indices
+    return _topk_unrolled(
+        [(first_row, lambda block=block: block)
+         for first_row, block in zip(columns.first_rows, columns.blocks, strict=True)],
+        queries, k, group, transposed=True)
 
 
 def _group_max(scores: tf.Tensor, group: int) -> tf.Tensor:
@@ -256,14 +252,16 @@ def _group_max(scores: tf.Tensor, group: int) -> tf.Tensor:
     return tf.reduce_max(tf.reshape(scores, tf.stack([-1, group, tf.shape(scores)[1]])), axis=1)
 
 
-def _block_scores(queries: tf.Tensor, rows: tf.Tensor, group: int) -> tf.Tensor:
-    """``[Q * group, d]`` x ``[n, d]`` -> floored ``[Q, n]`` scores, the best of each group.
+def _block_scores(queries: tf.Tensor, rows: tf.Tensor, group: int,
+                  transposed: bool = False) -> tf.Tensor:
+    """``[Q * group, d]`` x ``[n, d]`` (or ``[d, n]`` when ``transposed``) -> floored
+    ``[Q, n]`` scores, the best of each group.
 
     Flooring after the group max touches ``group`` times fewer scores (it cost
     more than the max itself on ``[256, 100001]``); a NaN from any query of a
     group therefore ranks that candidate lowest for the whole group.
     """
-    return _floor_scores(_group_max(tf.matmul(queries, rows, transpose_b=True), group))
+    return _floor_scores(_group_max(tf.matmul(queries, rows, transpose_b=not transposed), group))
 
 
 def _topk_single_block(
@@ -299,17 +297,28 @@ def _topk_static_blocks(
 
     Each block is a dim-0 slice of the table where the streamed loop gathers
     (copies) its rows: 62 vs 93 ms for 64 users over 100,001 items, K = 4, on
-    one core. Each block's MatMul waits for the previous block's merge, so one
-    score block is in flight, as in the loop.
+    one core.
     """
     num_rows = candidates.shape[0]
+    starts = range(offset, num_rows, block_size)
+    return _topk_unrolled(
+        [(start, lambda start=start: candidates[start:min(start + block_size, num_rows)])
+         for start in starts], queries, k, group, transposed=False)
+
+
+def _topk_unrolled(blocks, queries, k, group, transposed):
+    """Merged top-``k`` over static blocks ``(first_row, rows_fn)``, one at a time.
+
+    ``rows_fn()`` gives the block, ``[n, d]`` rows or (``transposed``) ``[d, n]``
+    columns. Each block's MatMul waits for the previous block's merge, so one
+    score block is in flight, as in the streamed loop.
+    """
     best_scores = best_indices = None
-    for start in range(offset, num_rows, block_size):
-        stop = min(start + block_size, num_rows)
+    for first_row, rows_fn in blocks:
         deps = [] if best_scores is None else [best_scores, best_indices]
         with tf.control_dependencies(deps):
-            scores = _block_scores(queries, candidates[start:stop], group)
-        best_scores, best_indices = _merge_block(best_scores, best_indices, scores, start, k)
+            scores = _block_scores(queries, rows_fn(), group, transposed)
+        best_scores, best_indices = _merge_block(best_scores, best_indices, scores, first_row, k)
     return best_scores, best_indices
 
 
