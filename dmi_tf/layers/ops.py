@@ -16,3 +16,34 @@ def softmax_last(logits: tf.Tensor) -> tf.Tensor:
     shifted = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
     weights = tf.exp(shifted)
     return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
+
+
+def matmul_last(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """``x [batch, *inner, m] @ kernel [m, n] -> [batch, *inner, n]`` as one 2-D MatMul.
+
+    ``tf.tensordot`` (and so a Keras Dense layer on a rank > 2 input) computes
+    the output shape at run time, about ten Shape / Gather / Prod / Pack /
+    Concat ops per call; with static inner dims the reshapes need none. Same
+    function; the op count is what a batch-1 call pays for in graph mode.
+    """
+    x = tf.convert_to_tensor(x)
+    inner = x.shape[1:-1]
+    if x.shape.rank == 2 or not inner.is_fully_defined():
+        return tf.matmul(x, kernel) if x.shape.rank == 2 else tf.tensordot(x, kernel, 1)
+    out = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel)
+    return tf.reshape(out, [-1, *inner, kernel.shape[-1]])
+
+
+def dense_last(layer: tf.keras.layers.Dense, x: tf.Tensor) -> tf.Tensor:
+    """``layer(x)`` through :func:`matmul_last` (kernel, bias, activation); ``layer`` is built."""
+    out = matmul_last(x, layer.kernel)
+    if layer.use_bias:
+        out = tf.nn.bias_add(out, layer.bias)
+    return layer.activation(out)
+
+
+def build_dense(layer: tf.keras.layers.Dense, input_dim: int) -> None:
+    """Builds a Dense layer used through :func:`dense_last`, with the names its call gives."""
+    if not layer.built:
+        with tf.name_scope(layer.name):
+            layer.build([None, input_dim])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from dmi_tf.layers.initializers import kernel_initializer, position_initializer
-from dmi_tf.layers.ops import softmax_last
+from dmi_tf.layers.ops import build_dense, dense_last, softmax_last
 
 # Softmax over padded positions must give exactly 0; ComiRec uses -2**32 + 1.
 _MASKED = -1e9
@@ -63,7 +63,9 @@ class SelfAttentiveExtractor(tf.keras.layers.Layer):
         if self.use_positions:
             length = tf.shape(history_embeddings)[1]
             keys = keys + self.positions[None, :length, :]
-        logits = tf.transpose(self.w2(self.w1(keys)), [0, 2, 1])  # [batch, K, L]
+        build_dense(self.w1, self.units)
+        build_dense(self.w2, self.hidden_factor * self.units)
+        logits = tf.transpose(dense_last(self.w2, dense_last(self.w1, keys)), [0, 2, 1])
         logits = tf.where(mask[:, None, :], logits, _MASKED)
         attention = softmax_last(logits)
         # An all-padding history would spread attention over padding; zero it instead.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from dmi_tf.layers.initializers import kernel_initializer
+from dmi_tf.layers.ops import matmul_last
 
 
 class GateCombiner(tf.keras.layers.Layer):
@@ -38,7 +39,7 @@ class GateCombiner(tf.keras.layers.Layer):
         # which cost more CPU time than the gate's matmul on [256, K, 2d] inputs.
         d = self.units
         kernel = self.gate.kernel
-        logits = (tf.tensordot(coarse, kernel[:d], 1) + tf.tensordot(refined, kernel[d:], 1)
+        logits = (matmul_last(coarse, kernel[:d]) + matmul_last(refined, kernel[d:])
                   + self.gate.bias)
         g = tf.sigmoid(logits)
         return g * coarse + (1.0 - g) * refined

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from dmi_tf.layers.initializers import kernel_initializer, position_initializer
-from dmi_tf.layers.ops import softmax_last
+from dmi_tf.layers.ops import build_dense, dense_last, softmax_last
 
 # Softmax over dropped history items must give exactly 0.
 _MASKED = -1e9
@@ -108,28 +108,30 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
         # L history rows, and the positions enter as q·P^T instead of a
         # [batch, L, d] sum. Measured: the refiner's share of the query tower
         # at batch 256 fell by half against split-and-transpose heads.
-        shape = tf.shape(queries)
-        batch, k = shape[0], shape[1]
+        # K and L are static in every model here; then no reshape below needs a
+        # run-time shape op (at batch 1 in graph mode each op is a cost).
+        k = queries.shape[1] if queries.shape[1] is not None else tf.shape(queries)[1]
+        length = items.shape[1] if items.shape[1] is not None else tf.shape(items)[1]
         d, h, e = self.units, self.heads, self._head_units
         w_qk, w_vo = self._head_products()
         q_items = tf.reshape(tf.matmul(tf.reshape(queries, [-1, d]), w_qk), [-1, d])
-        logits = tf.matmul(tf.reshape(q_items, [batch, k * h, d]), items, transpose_b=True)
+        logits = tf.matmul(tf.reshape(q_items, [-1, k * h, d]), items, transpose_b=True)
         if positions is not None:
-            length = tf.shape(items)[1]
             logits += tf.reshape(tf.matmul(q_items, positions[:length], transpose_b=True),
-                                 [batch, k * h, length])
-        logits = tf.reshape(logits, [batch, k, h, -1]) / math.sqrt(e)
+                                 [-1, k * h, length])
+        logits = tf.reshape(logits, [-1, k, h, length]) / math.sqrt(e)
         keep = keep[:, :, None, :]  # one mask for every head
         logits = tf.where(keep, logits, _MASKED)
         attention = softmax_last(logits)  # [batch, K, heads, L]
         # An interest with no visible item would spread attention over padding; zero it.
         attention *= tf.cast(keep, attention.dtype)
-        context_items = tf.matmul(tf.reshape(attention, [batch, k * h, -1]), items)
+        context_items = tf.matmul(tf.reshape(attention, [-1, k * h, length]), items)
         context = tf.matmul(tf.reshape(context_items, [-1, h * d]), w_vo)
-        context = tf.reshape(context + self.output_projection.bias, shape)
+        context = tf.reshape(context + self.output_projection.bias, [-1, k, d])
         outputs = self.attention_norm(queries + context)
         if self.ffn_factor:
-            outputs = self.ffn_norm(outputs + self.ffn_out(self.ffn_hidden(outputs)))
+            hidden = dense_last(self.ffn_hidden, outputs)
+            outputs = self.ffn_norm(outputs + dense_last(self.ffn_out, hidden))
         return outputs, tf.reduce_mean(attention, axis=2)
 
     def _head_products(self):
@@ -152,6 +154,9 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
         # The projections are used through their kernels only; build them here.
         for layer in (self.query, self.key, self.value, self.output_projection):
             layer.build([None, self.units])
+        if self.ffn_factor:
+            build_dense(self.ffn_hidden, self.units)
+            build_dense(self.ffn_out, self.ffn_factor * self.units)
         super().build(input_shape)
 
     def get_config(self):
@@ -204,7 +209,8 @@ class CrossAttentionDenoiser(tf.keras.layers.Layer):
         attention = None
         for block in self.blocks:
             hidden, attention = block(hidden, items, positions, keep)
-        return self.head(hidden), attention
+        build_dense(self.head, self.units)
+        return dense_last(self.head, hidden), attention
 
     def call(self, x_t, t, history_embeddings, keep):
         return self.denoise(x_t, t, self.memory(history_embeddings), keep)
