@@ -259,7 +259,10 @@ def _block_scores(queries: tf.Tensor, rows: tf.Tensor, group: int,
 
     Flooring after the group max touches ``group`` times fewer scores (it cost
     more than the max itself on ``[256, 100001]``); a NaN from any query of a
-    group therefore ranks that candidate lowest for the whole group.
+    group therefore ranks that candidate lowest for the whole group. Except
+    under XLA, whose CPU max skips NaN: there such a candidate ranks by the
+    group's other scores (only non-finite embeddings tell the two apart;
+    ``tests/test_retrieval.py`` compares like with like there).
     """
     return _floor_scores(_group_max(tf.matmul(queries, rows, transpose_b=not transposed), group))
 
