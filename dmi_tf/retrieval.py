@@ -206,16 +206,21 @@ def _exact_topk(queries, candidates, k, block_size, exclude_padding, group):
     static_m = candidates.shape[0]
     if static_m is not None:
         num_real = static_m - offset
-        if k > num_real:
-            raise ValueError(
-                f"k={k} but the candidate table has only {num_real} retrievable rows "
-                f"({static_m} rows{', row 0 is padding' if exclude_padding else ''}); "
-                f"use k <= {num_real}."
-            )
+        _check_k_fits(k, static_m, exclude_padding)
         if num_real <= block_size:
             return _topk_single_block(queries, candidates, k, offset, group)
         return _topk_static_blocks(queries, candidates, k, block_size, offset, group)
     return _topk_streamed(queries, candidates, k, block_size, offset, group)
+
+
+def _check_k_fits(k: int, num_rows: int, exclude_padding: bool) -> None:
+    num_real = num_rows - (1 if exclude_padding else 0)
+    if k > num_real:
+        raise ValueError(
+            f"k={k} but the candidate table has only {num_real} retrievable rows "
+            f"({num_rows} rows{', row 0 is padding' if exclude_padding else ''}); "
+            f"use k <= {num_real}."
+        )
 
 
 def _check_queries(queries: tf.Tensor, dim: int | None) -> None:
@@ -236,9 +241,7 @@ def _topk_columns(queries, columns: ItemColumns, k, exclude_padding, group):
     if queries.dtype != columns.dtype:
         raise ValueError(f"queries are {queries.dtype.name} but the columns are "
                          f"{columns.dtype.name}; they must match.")
-    if k > columns.num_rows - 1:
-        raise ValueError(f"k={k} but the candidate table has only {columns.num_rows - 1} "
-                         f"retrievable rows; use k <= {columns.num_rows - 1}.")
+    _check_k_fits(k, columns.num_rows, exclude_padding=True)
     return _topk_unrolled(
         [(first_row, lambda block=block: block)
          for first_row, block in zip(columns.first_rows, columns.blocks, strict=True)],

@@ -19,7 +19,7 @@ import sys
 
 import dmi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from dmi_tf.errors import UserError
-from dmi_tf.index import INDEX_BLOCK_SIZE, IndexConfig, ScannConfig
+from dmi_tf.index import INDEX_BLOCK_SIZE, INDEX_KINDS, LAYOUTS, IndexConfig, ScannConfig
 from export.exporter import ServingOptions, export_run
 
 
@@ -30,14 +30,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--run", required=True, help="run directory of python -m dmi_tf.train")
     parser.add_argument("--out", required=True, help="TF-Serving model base directory")
     parser.add_argument("--name", help="served model name (default: the run's model name)")
-    parser.add_argument("--index", choices=("exact", "scann"), default="exact",
+    parser.add_argument("--index", choices=INDEX_KINDS, default=IndexConfig.kind,
                         help="top-K index: exact (GPU, any TF-Serving) or scann (needs ScaNN ops)")
     parser.add_argument("--version", type=int, help="version number (default: newest + 1)")
     parser.add_argument("--k", type=int, default=100, help="items returned per user (default 100)")
     parser.add_argument("--block-size", type=int, default=INDEX_BLOCK_SIZE,
                         help="exact index: item rows scored at once "
                              f"(default {INDEX_BLOCK_SIZE})")
-    parser.add_argument("--index-layout", choices=("columns", "rows"), default="columns",
+    parser.add_argument("--index-layout", choices=LAYOUTS, default=IndexConfig.layout,
                         help="exact index: columns (a transposed copy of the item table, faster "
                              "on CPUs, the table stored twice) or rows (the model's table, once)")
     parser.add_argument("--scann-leaves", type=int, help="ScaNN tree leaves (default ~sqrt(items))")

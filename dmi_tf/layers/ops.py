@@ -27,9 +27,11 @@ def matmul_last(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     function; the op count is what a batch-1 call pays for in graph mode.
     """
     x = tf.convert_to_tensor(x)
+    if x.shape.rank == 2:
+        return tf.matmul(x, kernel)
     inner = x.shape[1:-1]
-    if x.shape.rank == 2 or not inner.is_fully_defined():
-        return tf.matmul(x, kernel) if x.shape.rank == 2 else tf.tensordot(x, kernel, 1)
+    if not inner.is_fully_defined():
+        return tf.tensordot(x, kernel, 1)
     out = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel)
     return tf.reshape(out, [-1, *inner, kernel.shape[-1]])
 
