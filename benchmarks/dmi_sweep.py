@@ -65,6 +65,8 @@ VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "mu_0": ("μ = 0 (no reconstruction loss)", ["diffusion.recon_weight=0"], None),
     "backbone_loss": ("a second retrieval loss on the coarse interest (weight 1)",
                       ["diffusion.backbone_loss_weight=1"], None),
+    "backbone_loss_k1": ("K = 1 and a second retrieval loss on the coarse interest (weight 1)",
+                         ["model.num_interests=1", "diffusion.backbone_loss_weight=1"], None),
     "train_all": ("training refines all K interests; the readout picks among the refined",
                   ["diffusion.train_interests=all"], None),
     "steps_50": ("T = 50", ["diffusion.steps=50"], None),

@@ -5,8 +5,9 @@
         [--batches 1,256] [--runs 300] [--write BENCHMARKS.md] [section.key=value ...]
 
 Times ``model.interests`` (the query tower as exported: extractor, and for
-DMI the reverse pass) on random full-length histories, as a ``tf.function``
-in graph mode and compiled with XLA (``jit_compile=True``). Weights are
+DMI the reverse pass, its weight-only products folded as export folds them)
+on random full-length histories, as a ``tf.function`` in graph mode and
+compiled with XLA (``jit_compile=True``). Weights are
 untrained: latency depends on shapes, not values. Reports the median (and
 p90) of ``--runs`` timed calls after a warm-up. Ratios are against the first
 config, mode by mode.
@@ -39,6 +40,8 @@ def build_query_tower(config, num_items: int, jit_compile: bool):
     tf.keras.utils.set_random_seed(0)
     model = build_model(config, num_items, train)
     length = config.data.max_length
+    model.interests(tf.zeros([1, length], tf.int32))  # builds the weights
+    model.fold_for_inference()  # as export does
     fn = tf.function(model.interests, jit_compile=jit_compile,
                      input_signature=[tf.TensorSpec([None, length], tf.int32)])
     return fn

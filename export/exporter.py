@@ -158,6 +158,10 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
     run = load_run(run_dir)
     model = run.model
     check_servable(model)
+    # This copy only serves: per-request recomputation of weight-only products is waste.
+    fold = getattr(model, "fold_for_inference", None)
+    if fold is not None:
+        fold()
     name = name or run.config.model.name
     if not _NAME.match(name):
         raise UserError(f"--name {name!r}: use letters, digits, '_', '.' or '-', starting with a "

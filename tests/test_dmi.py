@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from dmi_tf import config as config_lib
 from dmi_tf.data.dataset import SplitData
-from dmi_tf.errors import ConfigError
+from dmi_tf.errors import ConfigError, UserError
 from dmi_tf.models import build_model
 from dmi_tf.models.dmi import DMI
 
@@ -69,6 +69,36 @@ def test_interests_are_deterministic_and_compile_with_xla():
     assert weights.shape == (3, 4, 6)
     assert np.all(weights[HISTORY.numpy()[:, None, :].repeat(4, 1) == 0] == 0)
     assert np.all((weights > 0).sum(-1) <= 2)  # r = 2 kept items per interest
+
+
+@pytest.mark.parametrize("overrides", [(), ("diffusion.infer_steps=4", "diffusion.keep_items=2"),
+                                       ("diffusion.denoiser=mlp",)])
+def test_folding_for_inference_keeps_the_answers_and_refreshes(overrides):
+    model = model_of(*overrides)
+    unfolded = model.interests(HISTORY).numpy()
+    weights = model.explain(HISTORY).numpy()
+    model.fold_for_inference()
+    assert model.refiner.folded
+    np.testing.assert_allclose(model.interests(HISTORY).numpy(), unfolded, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.explain(HISTORY).numpy(), weights, rtol=1e-5, atol=1e-6)
+    # New weights are seen after the next fold, not before: the folded values are a snapshot.
+    for variable in model.refiner.trainable_variables:
+        variable.assign(variable * 1.5)
+    stale = model.interests(HISTORY).numpy()
+    model.fold_for_inference()
+    fresh = model.interests(HISTORY).numpy()
+    assert not np.allclose(stale, fresh)
+    reference = model_of(*overrides)
+    reference.set_weights([w for w, v in zip(model.get_weights(), model.weights, strict=True)
+                           if "folded" not in v.name])
+    np.testing.assert_allclose(fresh, reference.interests(HISTORY).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_folded_model_refuses_training():
+    model = model_of()
+    model.fold_for_inference()
+    with pytest.raises(UserError, match="folded for inference"):
+        model.compute_loss(FEATURES, training=True)
 
 
 @pytest.mark.parametrize("train_interests", ["chosen", "all"])

@@ -260,6 +260,16 @@ def test_every_op_of_the_exact_export_has_a_gpu_kernel_or_is_a_host_op(exports):
     assert ops["MatMul"] >= 1 and ops["TopKV2"] >= 1 and ops["LookupTableFindV2"] == 2
 
 
+def test_dmi_export_reads_its_folded_weight_products_instead_of_recomputing_them(exports):
+    # Unfolded, the query tower tiles the key and value kernels per head (two Tile ops) and
+    # runs the step-embedding MLP (Tanh beside ComiRec-SA's own) on every request.
+    for signature in ("topk", "user_interests"):
+        ops = gpu_check.op_counts(exports["dmi"][0].path, signature)
+        assert "Tile" not in ops, signature
+        backbone_tanh = gpu_check.op_counts(exports["comirec_sa"][0].path, signature)["Tanh"]
+        assert ops["Tanh"] == backbone_tanh, signature
+
+
 def test_wide_catalogue_retrieval_ops_have_gpu_kernels(tmp_path):
     # The small exports above score one block with one top-k; a catalogue
     # wider than a block (static slices) and than the two-stage top-k's

@@ -47,6 +47,10 @@ class MultiInterestModel(tfrs.Model):
         """History ids int ``[batch, L]`` (0 = padding) -> interests float32 ``[batch, K, d]``."""
         return self.extractor(*self._embed(history), training=training)
 
+    def fold_for_inference(self):
+        """Prepares a serving copy: stores weight-only products the query tower would
+        recompute per call. Nothing to fold here; DMI folds its refiner's."""
+
     def coarse_interests(self, history):
         """The extractor's interests ``[batch, K, d]`` before any refinement (DMI refines them)."""
         return self.interests(history)

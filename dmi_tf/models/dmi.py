@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from dmi_tf.data.pipeline import HISTORY, TARGET
+from dmi_tf.errors import UserError
 from dmi_tf.layers.diffusion import DiffusionRefiner
 from dmi_tf.layers.readout import hard_choice
 from dmi_tf.models.base import MultiInterestModel
@@ -81,7 +82,15 @@ class DMI(MultiInterestModel):
     def explain(self, history):
         return self.refine(history)[2]
 
+    def fold_for_inference(self):
+        """Folds the refiner's weight-only products for serving (see the refiner's method)."""
+        if self.refiner is not None:
+            self.refiner.fold_for_inference()
+
     def compute_loss(self, features, training=False):
+        if self.refiner is not None and self.refiner.folded:
+            raise UserError("this DMI model was folded for inference (fold_for_inference, as "
+                            "export does); train the model loaded from its run instead.")
         embeddings, mask, interests, weights = self._attend(features[HISTORY])
         target_embeddings = self.item_embedding(features[TARGET])
         # The hard readout, kept as an index: the refiner also needs that interest's weights.

@@ -96,6 +96,7 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
                                                                  name="attention_norm")
         self.ffn_norm = (tf.keras.layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
                          if ffn_factor else None)
+        self._folded = None  # (W_qk, W_vo) variables once fold_for_inference() ran
 
     def call(self, queries, items, positions, keep):
         # Textbook multi-head attention (keys = items + positions, values =
@@ -134,7 +135,26 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
             outputs = self.ffn_norm(outputs + dense_last(self.ffn_out, hidden))
         return outputs, tf.reduce_mean(attention, axis=2)
 
+    def fold_for_inference(self):
+        """Stores :meth:`_head_products` in two non-trainable variables that calls then read.
+
+        Saves their six ops (0.04 ms at batch 1) on every call of a served
+        model. Later changes to the kernels are not seen until the next fold.
+        """
+        products = self._compute_head_products()
+        if self._folded is None:
+            self._folded = tuple(
+                self.add_weight(name, shape=p.shape, initializer="zeros", trainable=False)
+                for name, p in zip(("folded_w_qk", "folded_w_vo"), products, strict=True))
+        for variable, value in zip(self._folded, products, strict=True):
+            variable.assign(value)
+
     def _head_products(self):
+        if self._folded is not None:
+            return self._folded
+        return self._compute_head_products()
+
+    def _compute_head_products(self):
         """``(W_qk [d, heads·d], W_vo [heads·d, d])``: per head, W_q,h W_k,h^T and W_v,h W_o,h.
 
         Each is one matmul against a block-diagonal copy of the other kernel
@@ -202,10 +222,15 @@ class CrossAttentionDenoiser(tf.keras.layers.Layer):
         # Positions enter the keys only, so the values stay in item space (as in ComiRec-SA).
         return history_embeddings, self.positions
 
-    def denoise(self, x_t, t, memory, keep):
-        """:meth:`call` with the history already prepared by :meth:`memory`."""
+    def fold_for_inference(self):
+        for block in self.blocks:
+            block.fold_for_inference()
+
+    def denoise(self, x_t, step, memory, keep):
+        """:meth:`call` with the step embedded (``step``: ``[batch or 1, d]``) and the
+        history prepared by :meth:`memory`."""
         items, positions = memory
-        hidden = x_t + self.step_embedding(tf.reshape(t, [-1]))[:, None, :]
+        hidden = x_t + step[:, None, :]
         attention = None
         for block in self.blocks:
             hidden, attention = block(hidden, items, positions, keep)
@@ -213,7 +238,8 @@ class CrossAttentionDenoiser(tf.keras.layers.Layer):
         return dense_last(self.head, hidden), attention
 
     def call(self, x_t, t, history_embeddings, keep):
-        return self.denoise(x_t, t, self.memory(history_embeddings), keep)
+        return self.denoise(x_t, self.step_embedding(tf.reshape(t, [-1])),
+                            self.memory(history_embeddings), keep)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "max_length": self.max_length,
@@ -245,15 +271,18 @@ class MLPDenoiser(tf.keras.layers.Layer):
     def memory(self, history_embeddings):
         return ()  # no history
 
-    def denoise(self, x_t, t, memory, keep):
-        step = self.step_embedding(tf.reshape(t, [-1]))[:, None, :]  # [batch or 1, 1, d]
+    def fold_for_inference(self):
+        pass  # no weight-only products
+
+    def denoise(self, x_t, step, memory, keep):
+        step = step[:, None, :]  # [batch or 1, 1, d]
         hidden = tf.concat([x_t, tf.broadcast_to(step, tf.shape(x_t))], axis=-1)
         for layer in self.hidden:
             hidden = layer(hidden)
         return self.head(hidden), tf.zeros(tf.shape(keep), tf.float32)
 
     def call(self, x_t, t, history_embeddings, keep):
-        return self.denoise(x_t, t, (), keep)
+        return self.denoise(x_t, self.step_embedding(tf.reshape(t, [-1])), (), keep)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "max_length": self.max_length,
