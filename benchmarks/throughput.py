@@ -20,6 +20,7 @@ import time
 import tensorflow as tf
 
 from dmi_tf import config as config_lib
+from dmi_tf import distribute
 from dmi_tf.models import build_model
 from dmi_tf.train import compile_for_training, load_data, training_stream
 
@@ -28,6 +29,7 @@ from quality import run_header, write_section
 
 
 def measure(config, steps: int, repeats: int) -> dict[str, float]:
+    distribute.configure_threads(config.distribute)
     tf.keras.utils.set_random_seed(config.train.seed)
     dataset = load_data(config)
     model = build_model(config, dataset.num_items, dataset.train)
@@ -59,13 +61,14 @@ def main(argv=None) -> int:
     result = measure(config, args.steps, args.repeats)
     line = (f"| {os.path.basename(args.config)} {' '.join(args.overrides)} | "
             f"{config.train.batch_size} | {config.loss.num_negatives} | "
+            f"{config.distribute.intra_op_threads or 'one per core'} | "
             f"{result['end_to_end']:,.0f} | {result['model_step']:,.0f} |")
     print(line)
     if args.write:
         body = (run_header("throughput.py", argv)
                 + f"Median of {args.repeats} runs of {args.steps} steps, training sequences per "
-                "second.\n\n| config | batch | negatives | end to end | model step alone |\n"
-                "|---|---|---|---|---|\n" + line)
+                "second.\n\n| config | batch | negatives | intra-op threads | end to end | "
+                "model step alone |\n|---|---|---|---|---|---|\n" + line)
         write_section(args.write, f"Training throughput: {config.model.name}", body)
     return 0
 

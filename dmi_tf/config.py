@@ -188,6 +188,12 @@ class DistributeConfig:
     # parameter_server: shards of the item table (and its optimizer slots);
     # null = one per ps task.
     embedding_shards: int | None = None
+    # Threads of TensorFlow's intra-op pool (one op split over cores); null = TF's
+    # default, one per core. Small models on few cores train faster with 1: their
+    # many small ops then run side by side (inter-op pool) instead of each paying
+    # to split (2 cores, MovieLens-100k: DMI 1.5-2x, ComiRec-SA the same or faster;
+    # BENCHMARKS.md). Process-wide, set before TensorFlow starts; speed only.
+    intra_op_threads: int | None = None
 
 
 @dataclasses.dataclass
@@ -263,6 +269,8 @@ class Config:
              "train.checkpoint_steps", "must be null or a divisor of train.steps_per_eval"),
             (self.distribute.embedding_shards is None or self.distribute.embedding_shards >= 1,
              "distribute.embedding_shards", "must be null (one per ps task) or >= 1"),
+            (self.distribute.intra_op_threads is None or self.distribute.intra_op_threads >= 1,
+             "distribute.intra_op_threads", "must be null (one per core) or >= 1"),
             (self.eval.block_size >= max(self.eval.cutoffs, default=1), "eval.block_size",
              "must be >= the largest cut-off"),
             (bool(self.eval.cutoffs) and all(c >= 1 for c in self.eval.cutoffs), "eval.cutoffs",

@@ -160,6 +160,29 @@ def item_table_partitioner(num_items: int, shards: int):
     return partition
 
 
+def configure_threads(config: DistributeConfig) -> bool:
+    """Applies ``distribute.intra_op_threads``; True when the process now uses it.
+
+    TensorFlow fixes its thread pools when its runtime starts, so this must run
+    before the process's first TensorFlow op. Later (a second run in the same
+    process, a notebook) a different value cannot take effect: that is printed,
+    not raised, since the setting changes speed only.
+    """
+    wanted = config.intra_op_threads
+    if wanted is None:
+        return True
+    if tf.config.threading.get_intra_op_parallelism_threads() == wanted:
+        return True
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(wanted)
+    except RuntimeError:
+        print(f"distribute.intra_op_threads={wanted} not applied: TensorFlow already runs in "
+              "this process with its thread pools set. Start a new process, or set "
+              f"TF_NUM_INTRAOP_THREADS={wanted} before it starts.", flush=True)
+        return False
+    return True
+
+
 def make_strategy(config: DistributeConfig, role: Role, num_items: int) -> tf.distribute.Strategy:
     """The configured strategy.
 

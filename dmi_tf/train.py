@@ -285,6 +285,7 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
     Returns:
       The content written to ``metrics.json``.
     """
+    distribute.configure_threads(config.distribute)
     role = role or distribute.cluster_role(config.distribute)
     out_dir = distribute.output_dir(run_dir, role)
     os.makedirs(out_dir, exist_ok=True)

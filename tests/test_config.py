@@ -57,6 +57,7 @@ def test_unknown_section(tmp_path):
     ("- a\n- b\n", r"top level must be a mapping"),
     ("train:\n  batch_size: 0\n", r"train\.batch_size must be >= 1"),
     ("train:\n  ema_momentum: 1.0\n", r"train\.ema_momentum must be in \[0, 1\)"),
+    ("distribute:\n  intra_op_threads: 0\n", r"distribute\.intra_op_threads must be null"),
     ("model: [\n", r"invalid YAML"),
 ])
 def test_wrong_types_and_values_are_named(tmp_path, text, pattern):

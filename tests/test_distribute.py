@@ -119,6 +119,27 @@ def test_cli_reports_a_missing_tf_config_as_a_user_error(tmp_path, capsys, monke
     assert "error: distribute.strategy=multi_worker needs TF_CONFIG" in capsys.readouterr().err
 
 
+def test_intra_op_threads_apply_in_a_fresh_process_and_say_so_when_too_late(capsys):
+    # A fresh process: the setting reaches TensorFlow's pool, before and after the runtime starts.
+    script = ("from dmi_tf import config, distribute; import tensorflow as tf\n"
+              "c = config.load(None, ['distribute.intra_op_threads=1']).distribute\n"
+              "assert distribute.configure_threads(c)\n"
+              "tf.constant(1.0) + 1.0\n"
+              "print(tf.config.threading.get_intra_op_parallelism_threads(),"
+              " distribute.configure_threads(c))\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                         text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "True"]
+    # This process has run TensorFlow ops with other pools: a new value cannot apply, and says so.
+    tf.constant(1.0).numpy()
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    other = config_lib.load(None, [f"distribute.intra_op_threads={current + 3}"]).distribute
+    assert not distribute.configure_threads(other)
+    assert "TF_NUM_INTRAOP_THREADS" in capsys.readouterr().out
+    assert distribute.configure_threads(config_lib.load(None, []).distribute)  # null: TF's own
+
+
 def test_partitioner_shards_only_the_item_tables():
     partition = distribute.item_table_partitioner(num_items=1000, shards=3)
     assert partition(tf.TensorShape([1000, 16]), tf.float32) == [3, 1]
