@@ -189,10 +189,11 @@ class DistributeConfig:
     # null = one per ps task.
     embedding_shards: int | None = None
     # Threads of TensorFlow's intra-op pool (one op split over cores); null = TF's
-    # default, one per core. Small models on few cores train faster with 1: their
-    # many small ops then run side by side (inter-op pool) instead of each paying
-    # to split (2 cores, MovieLens-100k: DMI 1.5-2x, ComiRec-SA the same or faster;
-    # BENCHMARKS.md). Process-wide, set before TensorFlow starts; speed only.
+    # default, one per core. A model of many small ops on few cores trains faster
+    # with 1: the ops then run side by side (inter-op pool) instead of each paying
+    # to split (2 cores, MovieLens-100k: DMI 1.3-2x end to end; ComiRec-SA, with
+    # fewer and larger ops, 0.76-0.92x; BENCHMARKS.md). Process-wide, set before
+    # TensorFlow starts; speed only.
     intra_op_threads: int | None = None
 
 
