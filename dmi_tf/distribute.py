@@ -160,6 +160,13 @@ def item_table_partitioner(num_items: int, shards: int):
     return partition
 
 
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def configure_threads(config: DistributeConfig) -> bool:
     """Applies ``distribute.intra_op_threads``; True when the process now uses it.
 
@@ -171,8 +178,9 @@ def configure_threads(config: DistributeConfig) -> bool:
     wanted = config.intra_op_threads
     if wanted is None:
         return True
-    if tf.config.threading.get_intra_op_parallelism_threads() == wanted:
-        return True
+    if wanted in (tf.config.threading.get_intra_op_parallelism_threads(),
+                  _int_or_none(os.environ.get("TF_NUM_INTRAOP_THREADS"))):
+        return True  # already so (TensorFlow reads that variable when it starts)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(wanted)
     except RuntimeError:

@@ -140,6 +140,14 @@ def test_intra_op_threads_apply_in_a_fresh_process_and_say_so_when_too_late(caps
     assert distribute.configure_threads(config_lib.load(None, []).distribute)  # null: TF's own
 
 
+def test_intra_op_threads_already_set_by_the_environment_count_as_applied(monkeypatch, capsys):
+    tf.constant(1.0).numpy()  # the runtime has started
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "7")
+    assert distribute.configure_threads(
+        config_lib.load(None, ["distribute.intra_op_threads=7"]).distribute)
+    assert capsys.readouterr().out == ""
+
+
 def test_partitioner_shards_only_the_item_tables():
     partition = distribute.item_table_partitioner(num_items=1000, shards=3)
     assert partition(tf.TensorShape([1000, 16]), tf.float32) == [3, 1]
