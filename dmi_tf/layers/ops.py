@@ -49,3 +49,17 @@ def build_dense(layer: tf.keras.layers.Dense, input_dim: int) -> None:
     if not layer.built:
         with tf.name_scope(layer.name):
             layer.build([None, input_dim])
+
+
+def store_folded(layer: tf.keras.layers.Layer, variable: tf.Variable | None, name: str,
+                 value: tf.Tensor) -> tf.Variable:
+    """``value`` kept in ``variable``, a non-trainable weight of ``layer`` made on first use.
+
+    For inference-only snapshots of weight-only products (``fold_for_inference``):
+    a second fold refreshes the same variable instead of adding one.
+    """
+    if variable is None:
+        variable = layer.add_weight(name, shape=value.shape, initializer="zeros",
+                                    trainable=False)
+    variable.assign(value)
+    return variable

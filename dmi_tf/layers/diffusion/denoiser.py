@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from dmi_tf.layers.initializers import kernel_initializer, position_initializer
-from dmi_tf.layers.ops import build_dense, dense_last, softmax_last
+from dmi_tf.layers.ops import build_dense, dense_last, softmax_last, store_folded
 
 # Softmax over dropped history items must give exactly 0.
 _MASKED = -1e9
@@ -141,13 +141,11 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
         Saves their six ops (0.04 ms at batch 1) on every call of a served
         model. Later changes to the kernels are not seen until the next fold.
         """
-        products = self._compute_head_products()
-        if self._folded is None:
-            self._folded = tuple(
-                self.add_weight(name, shape=p.shape, initializer="zeros", trainable=False)
-                for name, p in zip(("folded_w_qk", "folded_w_vo"), products, strict=True))
-        for variable, value in zip(self._folded, products, strict=True):
-            variable.assign(value)
+        self._folded = tuple(
+            store_folded(self, variable, name, value)
+            for variable, name, value in zip(self._folded or (None, None),
+                                             ("folded_w_qk", "folded_w_vo"),
+                                             self._compute_head_products(), strict=True))
 
     def _head_products(self):
         if self._folded is not None:

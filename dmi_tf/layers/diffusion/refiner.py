@@ -8,6 +8,7 @@ from dmi_tf.layers.diffusion.combine import GateCombiner, SumCombiner
 from dmi_tf.layers.diffusion.denoiser import CrossAttentionDenoiser, MLPDenoiser
 from dmi_tf.layers.diffusion.pruning import keep_top_items
 from dmi_tf.layers.diffusion.schedule import NoiseSchedule, reverse_timesteps
+from dmi_tf.layers.ops import store_folded
 
 
 class DiffusionRefiner(tf.keras.layers.Layer):
@@ -85,11 +86,8 @@ class DiffusionRefiner(tf.keras.layers.Layer):
         Export folds its copy of the model; a folded model refuses training
         (its folded values would go stale). Calling it again refreshes them.
         """
-        steps = self.denoiser.step_embedding(self._timesteps[:-1])
-        if self._folded_steps is None:
-            self._folded_steps = self.add_weight("folded_step_embeddings", shape=steps.shape,
-                                                 initializer="zeros", trainable=False)
-        self._folded_steps.assign(steps)
+        self._folded_steps = store_folded(self, self._folded_steps, "folded_step_embeddings",
+                                          self.denoiser.step_embedding(self._timesteps[:-1]))
         self.denoiser.fold_for_inference()
 
     def _dims_mask(self, batch):
