@@ -2,7 +2,8 @@
 
     python benchmarks/latency.py [--configs configs/ml100k_comirec_sa.yaml,configs/ml100k_dmi.yaml,\
         configs/ml100k_dmi.yaml:diffusion.ffn_factor=0]
-        [--batches 1,256] [--runs 300] [--write BENCHMARKS.md] [section.key=value ...]
+        [--batches 1,256] [--runs 300] [--write BENCHMARKS.md [--title 'Query-tower latency']]
+        [--num-items 1349] [section.key=value ...]
 
 Times ``model.interests`` (the query tower as exported: extractor, and for
 DMI the reverse pass, its weight-only products folded as export folds them)
@@ -73,6 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--num-items", type=int, default=1349)
     parser.add_argument("--write", help="Markdown file to update, e.g. BENCHMARKS.md")
+    parser.add_argument("--title", default="Query-tower latency",
+                        help="section of --write to replace (or append)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_args(argv)
     # An entry is a config path, optionally with its own overrides: path:key=value+key=value.
@@ -116,7 +119,7 @@ def main(argv=None) -> int:
                 "after 20 warm-up calls, the models' calls interleaved; untrained weights, "
                 "full-length random histories.\n\n"
                 + table)
-        write_section(args.write, "Query-tower latency", body)
+        write_section(args.write, args.title, body)
     return 0
 
 

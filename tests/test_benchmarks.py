@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
@@ -92,3 +93,60 @@ def test_sweep_reuses_a_finished_run_only_if_its_config_is_the_one_asked_for(tmp
         "recall@50": 0.5}
     with pytest.raises(SystemExit, match=r"another config \(model.num_interests: 3 there"):
         sweep.train_variant(args(), "default", 0)
+
+
+def test_latency_writes_its_table_under_the_title_asked_for(tmp_path):
+    latency = load_script("latency")
+    configs = os.path.join(os.path.dirname(BENCHMARKS), "configs")
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\n## Query-tower latency\n\nkept\n")
+    latency.main([
+        "--configs", f"{configs}/synthetic_comirec_sa.yaml,"
+                     f"{configs}/synthetic_dmi.yaml:model.num_interests=2",
+        "--batches", "1", "--runs", "2", "--num-items", "50",
+        "--write", str(report), "--title", "Query-tower latency: synthetic"])
+    text = report.read_text()
+    # The default section is left alone; the new one has one row per config and mode.
+    assert "## Query-tower latency\n\nkept\n" in text
+    section = text.split("## Query-tower latency: synthetic\n")[1]
+    assert section.count("| synthetic_dmi.yaml model.num_interests=2 |") == 2
+    assert section.count("| synthetic_comirec_sa.yaml | graph | ") == 1
+
+
+def test_topic_oracle_scores_the_users_topics_first_and_beats_popularity():
+    from dmi_tf import config as config_lib
+
+    oracle = load_script("topic_oracle")
+    # Items 1-2 in topic 0, 3-4 in topic 1; item 3 is by far the most popular.
+    topics = np.array([-1, 0, 0, 1, 1])
+    train_items = np.array([1, 2, 2, 3, 3, 3, 3, 3, 3, 4])
+    scores = oracle.oracle_scores(np.array([[1, 2, 0]]), topics, train_items, noise=0.1)
+    assert list(np.argsort(-scores[0])[:2]) == [2, 1]  # the user's topic, by popularity within it
+    assert scores[0, 0] == -np.inf
+
+    config = config_lib.load(None, ["data.synthetic.num_users=300", "data.synthetic.num_items=200",
+                                    "data.synthetic.num_topics=10"])
+    planted = oracle.evaluate_oracle(config)["test"]["recall@50"]
+    # The same evaluation ranking by popularity alone (what the oracle adds is the topics).
+    import tensorflow as tf
+
+    from dmi_tf.data.pipeline import evaluation_arrays
+    from dmi_tf.data.synthetic import synthetic_dataset
+    from dmi_tf.metrics import retrieval_metrics
+
+    dataset, _ = synthetic_dataset(config.data.synthetic)
+    history, targets, row_splits = evaluation_arrays(dataset.test, config.data.max_length)
+    counts = np.bincount(dataset.train.items, minlength=len(dataset.vocabulary))
+    counts[0] = -1
+    top = np.tile(np.argsort(-counts, kind="stable")[:50], (len(history), 1))
+    popular = retrieval_metrics(tf.constant(top, tf.int32), tf.RaggedTensor.from_row_splits(
+        targets, row_splits).to_tensor(), (50,))["recall@50"]
+    assert planted > float(tf.reduce_mean(popular)) + 0.1
+
+
+def test_topic_oracle_refuses_a_dataset_without_planted_topics():
+    from dmi_tf import config as config_lib
+
+    oracle = load_script("topic_oracle")
+    with pytest.raises(SystemExit, match="built-in synthetic data"):
+        oracle.evaluate_oracle(config_lib.load(None, ["data.path=somewhere"]))
