@@ -25,6 +25,21 @@ def input_and_weight_gradients(layer, x, mask):
     return [None if g is None else tf.convert_to_tensor(g).numpy() for g in grads]
 
 
+def exhaustive_scann(num_reordering_candidates):
+    """A ScaNN index config that searches every leaf and re-scores every candidate.
+
+    ScaNN must then give the exact answer, so a test can check the exported
+    ScaNN path (ids, offsets, merge) against the exact one. At the default
+    settings its recall varies with the trained weights (a 0.8 bar on it failed
+    a clean run at 0.797); benchmarks/scann_index.py measures that recall.
+    """
+    from dmi_tf.index import IndexConfig, ScannConfig
+
+    return IndexConfig(kind="scann", scann=ScannConfig(
+        num_leaves=10, num_leaves_to_search=10,
+        num_reordering_candidates=num_reordering_candidates))
+
+
 def versions_during_swap(port, model, send, publish, swapped, client_timeout=30, deadline=60):
     """Client traffic while a new model version is published: what the clients saw.
 

@@ -25,12 +25,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
+from helpers import exhaustive_scann
 from tensorflow_serving.config import model_server_config_pb2
 
 from dmi_tf import config as config_lib
 from dmi_tf.data.pipeline import evaluation_arrays
 from dmi_tf.errors import UserError
-from dmi_tf.index import IndexConfig, ScannConfig
+from dmi_tf.index import IndexConfig
 from dmi_tf.retrieval import retrieve
 from dmi_tf.runs import load_run
 from dmi_tf.train import train_and_evaluate
@@ -76,12 +77,9 @@ def exports(runs, tmp_path_factory):
     out = {"base": base}
     for model in ("dmi", "comirec_sa", "youtube_dnn"):
         out[model] = quiet_export(runs[model], base, k=K_OUT)
-    # Every leaf searched and every item re-scored: ScaNN must then give the exact
-    # answer, which checks the exported ScaNN path (ids, offsets, merge) end to end;
-    # its recall at the default settings is measured in benchmarks/scann_index.py.
-    exhaustive = ScannConfig(num_leaves=10, num_leaves_to_search=10, num_reordering_candidates=299)
+    # Exhaustive, so the exact answer is expected: checks the exported ScaNN path end to end.
     out["scann"] = quiet_export(runs["comirec_sa"], base, name="comirec_sa_scann", k=K_OUT,
-                                index_config=IndexConfig(kind="scann", scann=exhaustive))
+                                index_config=exhaustive_scann(299))
     return out
 
 

@@ -17,11 +17,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import versions_during_swap
+from helpers import exhaustive_scann, versions_during_swap
 
 from dmi_tf import config as config_lib
 from dmi_tf.data.pipeline import evaluation_arrays
-from dmi_tf.index import IndexConfig, ScannConfig
 from dmi_tf.retrieval import retrieve
 from dmi_tf.runs import load_run
 from dmi_tf.train import train_and_evaluate
@@ -163,14 +162,10 @@ def test_second_export_is_picked_up_under_load_without_a_failed_request(run_dir,
 
 def test_scann_export_is_served_by_a_server_process_that_never_imports_dmi_tf(run_dir, tmp_path):
     # Stock TF-Serving cannot load this export; the local server imports scann for it.
-    # Every leaf searched and every item re-scored, so the served answer must be the exact
-    # one (at the default settings ScaNN's recall varies with the trained weights, and a
-    # recall bar on it failed a clean run at 0.797; benchmarks/scann_index.py measures it).
+    # Exhaustive, so the served answer must be the exact one.
     run = load_run(run_dir)
-    exhaustive = ScannConfig(num_leaves=10, num_leaves_to_search=10,
-                             num_reordering_candidates=len(run.vocabulary) - 1)
     base = str(tmp_path / "model_base")
-    export(run_dir, base, index_config=IndexConfig(kind="scann", scann=exhaustive))
+    export(run_dir, base, index_config=exhaustive_scann(len(run.vocabulary) - 1))
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     process = subprocess.Popen(
         [sys.executable, "-c", "import sys, serving.server as s; code = s.main(); "
