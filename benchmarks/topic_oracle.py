@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from dmi_tf import config as config_lib
 from dmi_tf.data.pipeline import evaluation_arrays
+from dmi_tf.data.synthetic import fresh_users as fresh
 from dmi_tf.data.synthetic import synthetic_dataset
 from dmi_tf.metrics import retrieval_metrics
 
@@ -54,22 +55,37 @@ def oracle_scores(history: np.ndarray, item_topics: np.ndarray, train_items: np.
     return scores
 
 
-def evaluate_oracle(config, cutoffs=(20, 50)) -> dict:
-    """``{split: {metric: mean}}`` of the oracle on the config's synthetic data."""
+def evaluate_oracle(config, cutoffs=(20, 50), fresh_users: int = 0) -> dict:
+    """``{split: {metric: mean}}`` of the oracle on the config's synthetic data.
+
+    ``fresh_users`` > 0 adds a split of that many users the generator draws
+    after the dataset's own (``benchmarks/per_user.py --fresh-users`` evaluates
+    trained runs on the same users).
+    """
     if config.data.path is not None:
         raise SystemExit("the topic oracle needs the built-in synthetic data (data.path: null); "
                          f"this config reads {config.data.path}")
     synthetic = config.data.synthetic
     dataset, item_topics = synthetic_dataset(synthetic)
+    splits = {"valid": dataset.valid, "test": dataset.test}
+    if fresh_users:
+        splits[f"{fresh_users:,} fresh users"] = fresh(synthetic, dataset.vocabulary, fresh_users)
     results = {}
-    for split in ("valid", "test"):
-        history, targets, row_splits = evaluation_arrays(getattr(dataset, split),
-                                                         config.data.max_length)
-        scores = oracle_scores(history, item_topics, dataset.train.items, synthetic.noise)
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :max(cutoffs)]
-        padded = tf.RaggedTensor.from_row_splits(targets, row_splits).to_tensor()
-        metrics = retrieval_metrics(tf.constant(top, tf.int32), padded, cutoffs)
-        results[split] = {k: float(tf.reduce_mean(v)) for k, v in metrics.items()}
+    for name, users in splits.items():
+        history, targets, row_splits = evaluation_arrays(users, config.data.max_length)
+        per_user = []
+        # Blocks of users: 20,000 users' full score matrix would not need to exist at once.
+        for lo in range(0, len(history), 2048):
+            hi = min(lo + 2048, len(history))
+            scores = oracle_scores(history[lo:hi], item_topics, dataset.train.items,
+                                   synthetic.noise)
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :max(cutoffs)]
+            padded = tf.RaggedTensor.from_row_splits(
+                targets[row_splits[lo]:row_splits[hi]], row_splits[lo:hi + 1] - row_splits[lo]
+            ).to_tensor()
+            per_user.append(retrieval_metrics(tf.constant(top, tf.int32), padded, cutoffs))
+        results[name] = {k: float(np.mean(np.concatenate([m[k].numpy() for m in per_user])))
+                         for k in per_user[0]}
     return results
 
 
@@ -77,10 +93,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/synthetic_dmi.yaml")
     parser.add_argument("--write", help="Markdown file to update, e.g. BENCHMARKS.md")
+    parser.add_argument("--fresh-users", type=int, default=0, metavar="N",
+                        help="also score N users the generator draws after the dataset's own")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_args(argv)
     config = config_lib.load(args.config, args.overrides)
-    results = evaluate_oracle(config)
+    results = evaluate_oracle(config, fresh_users=args.fresh_users)
     header = ["split", "R@20", "R@50", "HR@20", "HR@50"]
     rows = [[split, *(f"{r[k]:.4f}" for k in ("recall@20", "recall@50", "hit_rate@20",
                                                    "hit_rate@50"))]

@@ -39,6 +39,34 @@ def evaluate(model, dataset: tf.data.Dataset, cutoffs=(20, 50), block_size: int 
       ``{"recall@20": ..., "hit_rate@20": ..., "ndcg@20": ..., ...}`` plus
       ``"users"``, the number of users averaged over.
     """
+    accumulator = MetricAccumulator()
+    users = 0
+    for per_user in _per_batch(model, dataset, cutoffs, block_size, categories,
+                               diversity_weight):
+        accumulator.update(per_user)
+        users += int(per_user[f"recall@{min(cutoffs)}"].shape[0])
+    return {**accumulator.result(), "users": users}
+
+
+def evaluate_per_user(model, dataset: tf.data.Dataset, cutoffs=(20, 50),
+                      block_size: int = 65536, categories: np.ndarray | None = None,
+                      diversity_weight: float = 0.0) -> dict[str, np.ndarray]:
+    """Every user's metrics, not their mean: what a comparison over users resamples.
+
+    Same arguments and the same numbers as :func:`evaluate` (whose results are
+    the means of these arrays).
+
+    Returns:
+      ``{"recall@20": float32 [users], ...}``, users in the dataset's order.
+    """
+    batches = list(_per_batch(model, dataset, cutoffs, block_size, categories,
+                              diversity_weight))
+    return {name: np.concatenate([batch[name].numpy() for batch in batches])
+            for name in batches[0]}
+
+
+def _per_batch(model, dataset, cutoffs, block_size, categories, diversity_weight):
+    """Yields ``{metric: [batch] per-user values}`` for every batch; refuses an empty split."""
     cutoffs = tuple(sorted(cutoffs))
     items = tf.convert_to_tensor(model.candidate_embeddings())
     if diversity_weight and categories is None:
@@ -53,15 +81,13 @@ def evaluate(model, dataset: tf.data.Dataset, cutoffs=(20, 50), block_size: int 
                                            diversity_weight)
     batch_metrics = per_model[key]
 
-    accumulator = MetricAccumulator()
-    users = 0
+    empty = True
     for batch in dataset:
-        accumulator.update(batch_metrics(batch[HISTORY], batch[TARGETS], items))
-        users += int(batch[HISTORY].shape[0])
-    if users == 0:
+        empty = False
+        yield batch_metrics(batch[HISTORY], batch[TARGETS], items)
+    if empty:
         raise DataError("the evaluation split has no users; the split files must each hold "
                         "at least one user (prepare's 8:1:1 split needs at least 3 users).")
-    return {**accumulator.result(), "users": users}
 
 
 # One traced metrics function per model and settings: validation runs every

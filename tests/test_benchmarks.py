@@ -126,7 +126,8 @@ def test_topic_oracle_scores_the_users_topics_first_and_beats_popularity():
 
     config = config_lib.load(None, ["data.synthetic.num_users=300", "data.synthetic.num_items=200",
                                     "data.synthetic.num_topics=10"])
-    planted = oracle.evaluate_oracle(config)["test"]["recall@50"]
+    results = oracle.evaluate_oracle(config, fresh_users=300)
+    planted = results["test"]["recall@50"]
     # The library's MostPopular on the same data and cut: what the oracle adds is the topics.
     from dmi_tf.data.pipeline import evaluation_dataset
     from dmi_tf.data.synthetic import synthetic_dataset
@@ -139,6 +140,10 @@ def test_topic_oracle_scores_the_users_topics_first_and_beats_popularity():
     popular_recall = evaluate(popular, evaluation_dataset(
         dataset.test, config.data.max_length, config.train.eval_batch_size))["recall@50"]
     assert planted > popular_recall + 0.1
+    # 300 users the dataset never held, scored in blocks like the splits: the same distribution.
+    assert set(results) == {"valid", "test", "300 fresh users"}
+    splits_mean = (results["valid"]["recall@50"] + planted) / 2
+    assert abs(results["300 fresh users"]["recall@50"] - splits_mean) < 0.05
 
 
 def test_topic_oracle_refuses_a_dataset_without_planted_topics():
@@ -147,3 +152,70 @@ def test_topic_oracle_refuses_a_dataset_without_planted_topics():
     oracle = load_script("topic_oracle")
     with pytest.raises(SystemExit, match="built-in synthetic data"):
         oracle.evaluate_oracle(config_lib.load(None, ["data.path=somewhere"]))
+
+
+def test_per_user_interval_separates_a_planted_gap_and_not_noise():
+    per_user = load_script("per_user")
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.2, 0.6, size=(3, 200))
+    planted = per_user.compare(a, a + 0.05, binary=False)
+    assert planted["delta"] == pytest.approx(0.05)
+    np.testing.assert_allclose(planted["paired"], 0.05)
+    low, high = planted["interval"]
+    assert low == pytest.approx(0.05) and high == pytest.approx(0.05)  # every user moved by 0.05
+    noise = per_user.compare(a, rng.permuted(a, axis=1), binary=False)
+    low, high = noise["interval"]
+    assert low < 0 < high  # the same values on shuffled users: no gap the users support
+
+
+def test_per_user_counts_the_users_a_hit_rate_cannot_separate():
+    per_user = load_script("per_user")
+    # Users: 0 hit by every run, 1 by none, 2 and 3 by some.
+    a = np.array([[1, 0, 1, 0], [1, 0, 0, 0]])
+    b = np.array([[1, 0, 1, 1], [1, 0, 1, 0]])
+    result = per_user.compare(a, b, binary=True)
+    assert (result["always_hit"], result["never_hit"], result["contested"]) == (1, 1, 2)
+    assert result["delta"] == pytest.approx((0.5 + 0.5) / 4)
+    with pytest.raises(SystemExit, match="different users"):
+        per_user.compare(a, b[:, :3], binary=True)
+
+
+def test_per_user_cli_gives_the_means_training_wrote_and_caches_them(tmp_path):
+    import contextlib
+    import io
+
+    from dmi_tf import config as config_lib
+    from dmi_tf.train import train_and_evaluate
+
+    per_user = load_script("per_user")
+    metrics = {}
+    for model in ("most_popular", "youtube_dnn"):
+        run_dir = tmp_path / f"{model}-seed0"
+        config = config_lib.load(None, [
+            f"model.name={model}", "train.max_steps=50", "train.steps_per_eval=50",
+            "data.synthetic.num_users=200", "data.synthetic.num_items=100"])
+        with contextlib.redirect_stdout(io.StringIO()):
+            metrics[model] = train_and_evaluate(config, str(run_dir), verbose=0)
+    report = tmp_path / "BENCHMARKS.md"
+    per_user.main(["--a", str(tmp_path / "most_popular-seed*"),
+                   "--b", str(tmp_path / "youtube_dnn-seed*"), "--splits", "test",
+                   "--write", str(report), "--title", "Per-user: tiny"])
+    row = next(line for line in report.read_text().splitlines()
+               if line.startswith("| test | hit_rate@50 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == f"{metrics['most_popular']['test']['hit_rate@50']:.4f}"
+    assert cells[3] == f"{metrics['youtube_dnn']['test']['hit_rate@50']:.4f}"
+    assert os.path.isfile(tmp_path / "youtube_dnn-seed0" / "per_user.json")
+    # Fresh users of the same generator: a third row set, from the cached runs.
+    per_user.main(["--a", str(tmp_path / "most_popular-seed*"),
+                   "--b", str(tmp_path / "youtube_dnn-seed*"), "--splits", "test",
+                   "--fresh-users", "40", "--write", str(report), "--title", "Per-user: tiny"])
+    assert "| 40 fresh users | hit_rate@50 |" in report.read_text()
+    cached = json.loads((tmp_path / "youtube_dnn-seed0" / "per_user.json").read_text())
+    assert set(cached["splits"]) == {"test", "fresh40"}
+    assert len(cached["splits"]["fresh40"]["hit_rate@50"]) == 40
+    with pytest.raises(SystemExit, match="needs --fresh-users"):
+        per_user.main(["--a", str(tmp_path / "*"), "--b", str(tmp_path / "*"),
+                       "--splits", "fresh"])
+    with pytest.raises(SystemExit, match="no run directory matches"):
+        per_user.main(["--a", str(tmp_path / "missing-*"), "--b", str(tmp_path / "*")])

@@ -6,7 +6,7 @@ from dmi_tf.data.dataset import SplitData
 from dmi_tf.data.pipeline import evaluation_dataset
 from dmi_tf.data.splits import load_dataset
 from dmi_tf.errors import ConfigError, DataError
-from dmi_tf.evaluate import evaluate
+from dmi_tf.evaluate import evaluate, evaluate_per_user
 from dmi_tf.models.most_popular import MostPopular
 
 # MostPopular ranks items 1 > 2 > 3 > 4; items 1, 2 are category 0 and 3, 4 category 1.
@@ -54,6 +54,17 @@ def test_controllable_aggregation_trades_accuracy_for_diversity():
     assert diverse["hit_rate@2"] == pytest.approx(1.0)
 
 
+def test_per_user_values_are_each_users_own_and_average_to_evaluate():
+    data = evaluation_dataset(users(), 8, 1)  # one user per batch: the arrays are concatenated
+    per_user = evaluate_per_user(MostPopular(COUNTS), data, cutoffs=[2])
+    # Both users get [1, 2]: user 0's targets are [3, 4], user 1's [1, 2].
+    np.testing.assert_array_equal(per_user["hit_rate@2"], [0.0, 1.0])
+    np.testing.assert_array_equal(per_user["recall@2"], [0.0, 1.0])
+    mean = evaluate(MostPopular(COUNTS), data, cutoffs=[2])
+    for name, values in per_user.items():
+        assert mean[name] == pytest.approx(values.mean())
+
+
 def test_diversity_weight_without_categories_is_a_clear_error():
     with pytest.raises(ConfigError, match=r"item_cate\.txt"):
         evaluate(MostPopular(COUNTS), evaluation_dataset(users(), 8, 2), cutoffs=[2],
@@ -64,6 +75,8 @@ def test_empty_split_is_a_clear_error():
     empty = SplitData.from_sequences([], [])
     with pytest.raises(DataError, match="no users"):
         evaluate(MostPopular(COUNTS), evaluation_dataset(empty, 8, 2), cutoffs=[2])
+    with pytest.raises(DataError, match="no users"):
+        evaluate_per_user(MostPopular(COUNTS), evaluation_dataset(empty, 8, 2), cutoffs=[2])
 
 
 def write_folder(tmp_path, categories_text):

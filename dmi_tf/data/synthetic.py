@@ -18,10 +18,12 @@ result is an ordinary :class:`Dataset`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from dmi_tf.config import SyntheticConfig
-from dmi_tf.data.dataset import Dataset, RawLog
+from dmi_tf.data.dataset import Dataset, RawLog, SplitData
 
 
 def generate_log(config: SyntheticConfig) -> tuple[RawLog, dict[str, int]]:
@@ -98,3 +100,41 @@ def synthetic_dataset(config: SyntheticConfig) -> tuple[Dataset, np.ndarray]:
     item_topics = np.array([-1] + [topic_of[raw] for raw in dataset.vocabulary[1:]], np.int64)
     dataset.item_categories = item_topics  # the planted topics are the categories
     return dataset, item_topics
+
+
+def fresh_users(config: SyntheticConfig, vocabulary: list[str], num_users: int,
+                min_count: int = 5) -> SplitData:
+    """Users the dataset of ``config`` never saw, drawn by the same generator.
+
+    A split of a few hundred users measures a HitRate to within a few users;
+    evaluating trained models on many more users of the same distribution tells
+    a real gap from the luck of the split. The generator draws items and topics
+    before any user and users one after another, so these are users
+    ``config.num_users ...`` of a longer draw: the catalogue is the dataset's own.
+
+    Args:
+      config: the synthetic config the models were trained on.
+      vocabulary: the trained run's vocabulary (raw id of each item index).
+      num_users: how many users to draw.
+      min_count: as in ``prepare``: a user needs this many known items to be kept.
+
+    Returns:
+      A :class:`SplitData` of the kept users (items as vocabulary indices, in
+      click order), for ``pipeline.evaluation_dataset``.
+    """
+    if num_users < 1:
+        raise ValueError(f"num_users must be >= 1, got {num_users}")
+    longer = dataclasses.replace(config, num_users=config.num_users + num_users)
+    log, _ = generate_log(longer)
+    index = {raw: i for i, raw in enumerate(vocabulary) if raw}
+    users = np.asarray(log.users)
+    # The log holds each user's clicks together, users in order.
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    user_ids, sequences = [], []
+    for start, end in zip(starts[config.num_users:], ends[config.num_users:], strict=True):
+        known = [index[raw] for raw in log.items[start:end] if raw in index]
+        if len(known) >= min_count:
+            user_ids.append(int(users[start][1:]))
+            sequences.append(known)
+    return SplitData.from_sequences(user_ids, sequences)
