@@ -43,6 +43,18 @@ from quality import markdown_table, mean_spread, run_header, write_section
 BOOTSTRAP_DRAWS = 10_000
 
 
+def data_of(run_dir: str) -> str:
+    """What a run was trained and evaluated on: its data folder, or its synthetic settings."""
+    from dmi_tf import config as config_lib
+    from dmi_tf.errors import UserError
+
+    try:
+        data = config_lib.load(os.path.join(run_dir, "config.yaml")).data
+    except (OSError, UserError) as error:
+        raise SystemExit(f"{run_dir} is not a finished run: {error}") from error
+    return data.path or f"synthetic {dataclasses.astuple(data.synthetic)}"
+
+
 def per_user_values(run_dir: str, splits, cutoffs, fresh_users: int = 0) -> dict:
     """``{split: {metric: [users]}}`` for one finished run, cached in the run directory.
 
@@ -97,15 +109,15 @@ def _fresh(synthetic: tuple, vocabulary: tuple, num_users: int):
     return fresh_users(SyntheticConfig(*synthetic), list(vocabulary), num_users)
 
 
-def compare(a: np.ndarray, b: np.ndarray, binary: bool, draws: int = BOOTSTRAP_DRAWS,
-            seed: int = 0) -> dict:
+def compare(a: np.ndarray, b: np.ndarray, binary: bool, paired: bool = True,
+            draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict:
     """B against A, from per-run, per-user values.
 
     Args:
-      a, b: float ``[runs, users]``; row i of each is paired when both have the
-        same number of runs (the same training seed).
+      a, b: float ``[runs, users]``.
       binary: the metric is 0/1 per user (a HitRate): count the users it cannot
         separate.
+      paired: row i of ``a`` and of ``b`` share a training seed.
 
     Returns:
       ``run_means_a``, ``run_means_b`` (``[runs]``), ``paired`` (``[runs]`` B - A, or
@@ -123,7 +135,7 @@ def compare(a: np.ndarray, b: np.ndarray, binary: bool, draws: int = BOOTSTRAP_D
     resampled = per_user[rng.integers(0, users, size=(draws, users))].mean(axis=1)
     result = {
         "run_means_a": a.mean(axis=1), "run_means_b": b.mean(axis=1),
-        "paired": b.mean(axis=1) - a.mean(axis=1) if len(a) == len(b) else None,
+        "paired": b.mean(axis=1) - a.mean(axis=1) if paired and len(a) == len(b) else None,
         "delta": float(per_user.mean()),
         "interval": tuple(float(x) for x in np.percentile(resampled, [2.5, 97.5])),
     }
@@ -142,15 +154,25 @@ def run_dirs(pattern: str) -> list[str]:
         raise SystemExit(f"no run directory matches {pattern!r}; give a glob of the --out "
                          "folders of finished runs, e.g. 'runs/sweep/default-seed*'.")
 
-    def seed(path):
-        match = re.search(r"seed(\d+)$", os.path.basename(path.rstrip("/")))
-        return (int(match.group(1)) if match else -1, path)
+    return sorted(dirs, key=lambda path: (training_seed(path), path))
 
-    return sorted(dirs, key=seed)
+
+def training_seed(run_dir: str) -> int:
+    """N of a ``...-seed<N>`` run directory, -1 for other names."""
+    match = re.search(r"seed(\d+)$", os.path.basename(run_dir.rstrip("/")))
+    return int(match.group(1)) if match else -1
 
 
 def table(pattern_a: str, pattern_b: str, metrics, splits, fresh_users: int = 0) -> str:
     dirs_a, dirs_b = run_dirs(pattern_a), run_dirs(pattern_b)
+    data = {d: data_of(d) for d in dirs_a + dirs_b}
+    if len(set(data.values())) > 1:
+        first = dirs_a[0]
+        other = next(d for d in data if data[d] != data[first])
+        raise SystemExit(f"the runs were trained on different data ({first}: {data[first]}; "
+                         f"{other}: {data[other]}): a per-user comparison needs the same users.")
+    seeds_a, seeds_b = [training_seed(d) for d in dirs_a], [training_seed(d) for d in dirs_b]
+    paired = seeds_a == seeds_b and -1 not in seeds_a
     cutoffs = sorted({int(m.split("@")[1]) for m in metrics})
     values_a = [per_user_values(d, splits, cutoffs, fresh_users) for d in dirs_a]
     values_b = [per_user_values(d, splits, cutoffs, fresh_users) for d in dirs_b]
@@ -163,16 +185,16 @@ def table(pattern_a: str, pattern_b: str, metrics, splits, fresh_users: int = 0)
         for metric in metrics:
             a = np.array([v[split][metric] for v in values_a])
             b = np.array([v[split][metric] for v in values_b])
-            r = compare(a, b, binary=metric.startswith("hit_rate"))
-            paired = "n/a (unequal run counts)"
+            r = compare(a, b, binary=metric.startswith("hit_rate"), paired=paired)
+            by_seed = "n/a (the sets' training seeds differ)"
             if r["paired"] is not None:
                 ahead = int((r["paired"] > 0).sum())
-                paired = f"{mean_spread(r['paired'])}, B ahead {ahead}/{len(r['paired'])}"
+                by_seed = f"{mean_spread(r['paired'])}, B ahead {ahead}/{len(r['paired'])}"
             low, high = r["interval"]
             counts = (f"{r['always_hit']} / {r['never_hit']} / {r['contested']}"
                       if "contested" in r else "")
             rows.append([label, metric, mean_spread(r["run_means_a"]),
-                         mean_spread(r["run_means_b"]), paired,
+                         mean_spread(r["run_means_b"]), by_seed,
                          f"{r['delta']:+.4f} [{low:+.4f}, {high:+.4f}]", counts])
     return markdown_table(header, rows)
 

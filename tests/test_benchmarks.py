@@ -178,6 +178,7 @@ def test_per_user_counts_the_users_a_hit_rate_cannot_separate():
     assert result["delta"] == pytest.approx((0.5 + 0.5) / 4)
     with pytest.raises(SystemExit, match="different users"):
         per_user.compare(a, b[:, :3], binary=True)
+    assert per_user.compare(a, b, binary=True, paired=False)["paired"] is None
 
 
 def test_per_user_cli_gives_the_means_training_wrote_and_caches_them(tmp_path):
@@ -217,5 +218,13 @@ def test_per_user_cli_gives_the_means_training_wrote_and_caches_them(tmp_path):
     with pytest.raises(SystemExit, match="needs --fresh-users"):
         per_user.main(["--a", str(tmp_path / "*"), "--b", str(tmp_path / "*"),
                        "--splits", "fresh"])
+    # Runs on other data have other users: refused before anything is evaluated.
+    other = tmp_path / "other-seed0"
+    os.makedirs(other)
+    (other / "config.yaml").write_text(config_lib.dump_yaml(
+        config_lib.load(None, ["data.synthetic.num_users=300"])))
+    with pytest.raises(SystemExit, match="different data"):
+        per_user.main(["--a", str(tmp_path / "most_popular-seed*"),
+                       "--b", str(tmp_path / "other-seed*")])
     with pytest.raises(SystemExit, match="no run directory matches"):
         per_user.main(["--a", str(tmp_path / "missing-*"), "--b", str(tmp_path / "*")])
