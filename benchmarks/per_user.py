@@ -36,6 +36,16 @@ import re
 import sys
 
 import numpy as np
+import tensorflow as tf
+
+from dmi_tf import config as config_lib
+from dmi_tf.config import SyntheticConfig
+from dmi_tf.data.pipeline import evaluation_dataset
+from dmi_tf.data.synthetic import fresh_users as draw_fresh_users
+from dmi_tf.errors import UserError
+from dmi_tf.evaluate import evaluate_per_user
+from dmi_tf.io_utils import atomic_write_text
+from dmi_tf.runs import load_run
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality import markdown_table, mean_spread, run_header, write_section
@@ -45,9 +55,6 @@ BOOTSTRAP_DRAWS = 10_000
 
 def data_of(run_dir: str) -> str:
     """What a run was trained and evaluated on: its data folder, or its synthetic settings."""
-    from dmi_tf import config as config_lib
-    from dmi_tf.errors import UserError
-
     try:
         data = config_lib.load(os.path.join(run_dir, "config.yaml")).data
     except (OSError, UserError) as error:
@@ -61,13 +68,6 @@ def per_user_values(run_dir: str, splits, cutoffs, fresh_users: int = 0) -> dict
     ``splits`` may hold ``fresh``: ``fresh_users`` users of the run's synthetic
     generator that its dataset never held (cached as ``fresh<N>``).
     """
-    import tensorflow as tf
-
-    from dmi_tf.data.pipeline import evaluation_dataset
-    from dmi_tf.evaluate import evaluate_per_user
-    from dmi_tf.io_utils import atomic_write_text
-    from dmi_tf.runs import load_run
-
     checkpoint = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     # The checkpoint's name and time: a retrained run may reach the same step.
     key = [os.path.basename(checkpoint), os.path.getmtime(checkpoint + ".index")] \
@@ -103,10 +103,7 @@ def per_user_values(run_dir: str, splits, cutoffs, fresh_users: int = 0) -> dict
 @functools.lru_cache(maxsize=4)
 def _fresh(synthetic: tuple, vocabulary: tuple, num_users: int):
     """Drawing 20,000 users takes seconds; every run of a sweep shares them."""
-    from dmi_tf.config import SyntheticConfig
-    from dmi_tf.data.synthetic import fresh_users
-
-    return fresh_users(SyntheticConfig(*synthetic), list(vocabulary), num_users)
+    return draw_fresh_users(SyntheticConfig(*synthetic), list(vocabulary), num_users)
 
 
 def compare(a: np.ndarray, b: np.ndarray, binary: bool, paired: bool = True,
