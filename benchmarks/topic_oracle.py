@@ -28,7 +28,7 @@ from dmi_tf import config as config_lib
 from dmi_tf.data.pipeline import evaluation_arrays
 from dmi_tf.data.synthetic import fresh_users as fresh
 from dmi_tf.data.synthetic import synthetic_dataset
-from dmi_tf.metrics import retrieval_metrics
+from dmi_tf.metrics import MetricAccumulator, retrieval_metrics
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality import markdown_table, run_header, write_section
@@ -73,7 +73,7 @@ def evaluate_oracle(config, cutoffs=(20, 50), fresh_users: int = 0) -> dict:
     results = {}
     for name, users in splits.items():
         history, targets, row_splits = evaluation_arrays(users, config.data.max_length)
-        per_user = []
+        accumulator = MetricAccumulator()
         # Blocks of users: 20,000 users' full score matrix would not need to exist at once.
         for lo in range(0, len(history), 2048):
             hi = min(lo + 2048, len(history))
@@ -83,9 +83,8 @@ def evaluate_oracle(config, cutoffs=(20, 50), fresh_users: int = 0) -> dict:
             padded = tf.RaggedTensor.from_row_splits(
                 targets[row_splits[lo]:row_splits[hi]], row_splits[lo:hi + 1] - row_splits[lo]
             ).to_tensor()
-            per_user.append(retrieval_metrics(tf.constant(top, tf.int32), padded, cutoffs))
-        results[name] = {k: float(np.mean(np.concatenate([m[k].numpy() for m in per_user])))
-                         for k in per_user[0]}
+            accumulator.update(retrieval_metrics(tf.constant(top, tf.int32), padded, cutoffs))
+        results[name] = accumulator.result()
     return results
 
 
