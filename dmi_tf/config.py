@@ -119,10 +119,6 @@ class DiffusionConfig:
     # the target (chosen), or all K, the readout then picking among the refined
     # ones as retrieval does at inference (all; K times the refiner's training work).
     train_interests: Literal["chosen", "all"] = "chosen"
-    # Noise draws per example in a training step (each its own t, noise and
-    # dimension mask; the losses are averaged): a lower-variance gradient for the
-    # refiner at draws times its training work. Only with train_interests: chosen.
-    train_draws: int = 1
     # S reverse (DDIM) steps at inference from T' (null = T // 4);
     # S = 0 returns the coarse interests.
     infer_steps: int = 1
@@ -253,9 +249,6 @@ class Config:
             (self.diffusion.recon_weight >= 0, "diffusion.recon_weight", "must be >= 0"),
             (self.diffusion.backbone_loss_weight >= 0, "diffusion.backbone_loss_weight",
              "must be >= 0"),
-            (self.diffusion.train_draws >= 1, "diffusion.train_draws", "must be >= 1"),
-            (self.diffusion.train_draws == 1 or self.diffusion.train_interests == "chosen",
-             "diffusion.train_draws", "must be 1 with diffusion.train_interests: all"),
             (self.diffusion.infer_steps >= 0, "diffusion.infer_steps", "must be >= 0"),
             (self.diffusion.infer_start is None
              or 0 <= self.diffusion.infer_start <= self.diffusion.steps,

@@ -58,9 +58,6 @@ def test_unknown_section(tmp_path):
     ("train:\n  batch_size: 0\n", r"train\.batch_size must be >= 1"),
     ("train:\n  ema_momentum: 1.0\n", r"train\.ema_momentum must be in \[0, 1\)"),
     ("distribute:\n  intra_op_threads: 0\n", r"distribute\.intra_op_threads must be null"),
-    ("diffusion:\n  train_draws: 0\n", r"diffusion\.train_draws must be >= 1"),
-    ("diffusion:\n  train_draws: 2\n  train_interests: all\n",
-     r"diffusion\.train_draws must be 1 with diffusion\.train_interests: all"),
     ("model: [\n", r"invalid YAML"),
 ])
 def test_wrong_types_and_values_are_named(tmp_path, text, pattern):

@@ -102,6 +102,5 @@ def build_model(config: Config, num_items: int, train: SplitData):
                    recon_weight=config.diffusion.recon_weight,
                    backbone_loss_weight=config.diffusion.backbone_loss_weight,
                    train_interests=config.diffusion.train_interests,
-                   train_draws=config.diffusion.train_draws,
                    infer_steps=config.diffusion.infer_steps, name=name)
     return MultiInterestModel(item_embedding, build_extractor(config), task, readout, name=name)

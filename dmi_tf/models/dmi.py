@@ -38,7 +38,7 @@ class DMI(MultiInterestModel):
     def __init__(self, item_embedding, extractor, task, refiner: DiffusionRefiner | None,
                  recon_weight: float = 0.1, infer_steps: int = 1,
                  backbone_loss_weight: float = 0.0, train_interests: str = "chosen",
-                 train_draws: int = 1, **kwargs):
+                 **kwargs):
         super().__init__(item_embedding, extractor, task, **kwargs)
         if not hasattr(extractor, "attend"):
             raise ValueError(f"DMI needs an extractor with attend(); {type(extractor).__name__} "
@@ -49,7 +49,6 @@ class DMI(MultiInterestModel):
         if train_interests not in ("chosen", "all"):
             raise ValueError(f"train_interests must be 'chosen' or 'all', got {train_interests!r}")
         self.train_interests = train_interests
-        self.train_draws = train_draws
         self.infer_steps = infer_steps
         self.recon_tracker = tf.keras.metrics.Mean("reconstruction_loss")
 
@@ -105,18 +104,12 @@ class DMI(MultiInterestModel):
             clean = interests
         else:
             u, x0_hat = self.refiner.train_refine(
-                v0, embeddings, mask, tf.gather(weights, chosen, axis=1, batch_dims=1),
-                draws=self.train_draws)
-            clean = v0[:, None, :]
+                v0, embeddings, mask, tf.gather(weights, chosen, axis=1, batch_dims=1))
+            clean = v0
         recon = tf.reduce_mean(tf.reduce_sum(tf.square(x0_hat - tf.stop_gradient(clean)),
                                              axis=-1))
         self.recon_tracker.update_state(recon)
-        if self.train_interests == "all":
-            retrieval = self._retrieval_loss(u, target_embeddings, features)
-        else:
-            retrieval = tf.add_n([self._retrieval_loss(u[:, j], target_embeddings, features)
-                                  for j in range(self.train_draws)]) / self.train_draws
-        loss = retrieval + self.recon_weight * recon
+        loss = self._retrieval_loss(u, target_embeddings, features) + self.recon_weight * recon
         if self.backbone_loss_weight:
             loss += self.backbone_loss_weight * self._retrieval_loss(v0, target_embeddings,
                                                                      features)

@@ -98,35 +98,27 @@ class DiffusionRefiner(tf.keras.layers.Layer):
         threshold = tf.math.top_k(scores, self.noised_dims).values[:, -1:]
         return scores >= threshold
 
-    def train_refine(self, v0, history_embeddings, mask, attention, draws: int = 1):
-        """Training draws for the interest ``v0`` that met each target.
-
-        Each draw has its own step t, noise and dimension mask.
+    def train_refine(self, v0, history_embeddings, mask, attention):
+        """One training draw for the interest ``v0`` that met each target.
 
         Args:
           v0: float32 ``[batch, d]``.
           history_embeddings: float32 ``[batch, L, d]``.
           mask: bool ``[batch, L]``.
           attention: float32 ``[batch, L]``, the extractor's weights for this interest.
-          draws: noise draws per example (a Python int >= 1).
 
         Returns:
-          ``(u [batch, draws, d], x0_hat [batch, draws, d])``: the combined
-          vectors for the retrieval loss and the reconstructions for the
-          denoising loss.
+          ``(u [batch, d], x0_hat [batch, d])``: the combined vector for the
+          retrieval loss and the reconstruction for the denoising loss.
         """
         batch = tf.shape(v0)[0]
-        rows = batch * draws
-        t = self.rng.uniform([rows], 1, self.steps + 1, dtype=tf.int32)
-        noise = self.rng.normal([rows, self.units])
-        clean = tf.repeat(v0, draws, axis=0)
-        v_t = self.schedule.forward(clean, t, noise, self._dims_mask(rows))
+        t = self.rng.uniform([batch], 1, self.steps + 1, dtype=tf.int32)
+        noise = self.rng.normal([batch, self.units])
+        v_t = self.schedule.forward(v0, t, noise, self._dims_mask(batch))
         keep = keep_top_items(attention[:, None, :], mask, self.keep_items)
-        # Draws ride as extra rows of the batch so that each has its own step t.
-        x0_hat, _ = self.denoiser(v_t[:, None, :], t, tf.repeat(history_embeddings, draws, axis=0),
-                                  tf.repeat(keep, draws, axis=0))
-        x0_hat = tf.reshape(x0_hat, [batch, draws, self.units])
-        return self.combiner(v0[:, None, :], x0_hat), x0_hat
+        x0_hat, _ = self.denoiser(v_t[:, None, :], t, history_embeddings, keep)
+        x0_hat = x0_hat[:, 0, :]
+        return self.combiner(v0, x0_hat), x0_hat
 
     def train_refine_all(self, interests, history_embeddings, mask, attention):
         """One training draw for every interest: :meth:`train_refine` on ``[batch, K, d]``.
