@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from dmi_tf import config as config_lib
-from dmi_tf.data.pipeline import evaluation_arrays
+from dmi_tf.data.pipeline import HISTORY, TARGETS, evaluation_dataset
 from dmi_tf.data.synthetic import fresh_users as fresh
 from dmi_tf.data.synthetic import synthetic_dataset
 from dmi_tf.metrics import MetricAccumulator, retrieval_metrics
@@ -72,18 +72,14 @@ def evaluate_oracle(config, cutoffs=(20, 50), fresh_users: int = 0) -> dict:
         splits[f"{fresh_users:,} fresh users"] = fresh(synthetic, dataset.vocabulary, fresh_users)
     results = {}
     for name, users in splits.items():
-        history, targets, row_splits = evaluation_arrays(users, config.data.max_length)
         accumulator = MetricAccumulator()
         # Blocks of users: 20,000 users' full score matrix would not need to exist at once.
-        for lo in range(0, len(history), 2048):
-            hi = min(lo + 2048, len(history))
-            scores = oracle_scores(history[lo:hi], item_topics, dataset.train.items,
+        for batch in evaluation_dataset(users, config.data.max_length, 2048):
+            scores = oracle_scores(batch[HISTORY].numpy(), item_topics, dataset.train.items,
                                    synthetic.noise)
             top = np.argsort(-scores, axis=1, kind="stable")[:, :max(cutoffs)]
-            padded = tf.RaggedTensor.from_row_splits(
-                targets[row_splits[lo]:row_splits[hi]], row_splits[lo:hi + 1] - row_splits[lo]
-            ).to_tensor()
-            accumulator.update(retrieval_metrics(tf.constant(top, tf.int32), padded, cutoffs))
+            accumulator.update(retrieval_metrics(tf.constant(top, tf.int32), batch[TARGETS],
+                                                 cutoffs))
         results[name] = accumulator.result()
     return results
 
