@@ -15,6 +15,7 @@ from dmi_tf.data.readers import (
     read_movielens,
     read_raw,
     read_recbole,
+    read_sequences,
     read_taobao,
 )
 from dmi_tf.errors import DataError
@@ -233,6 +234,70 @@ def test_taobao_without_page_views_is_empty(tmp_path):
     path = write(tmp_path, "UserBehavior.csv", "1,2333346,2520771,buy,1511561733\n")
     with pytest.raises(DataError, match="'pv'"):
         read_taobao(path)
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def test_sequences_one_user_a_line(tmp_path):
+    # Tabs and runs of spaces both separate; the file's order is the time order.
+    path = write(tmp_path, "beauty.txt", "1 10 11 12\n\n2\t11  13\n3 10\n")
+    log = read_sequences(path)
+    check(log, ["1", "1", "1", "2", "2", "3"], ["10", "11", "12", "11", "13", "10"],
+          [0, 1, 2, 3, 4, 5])
+
+
+def test_sequences_one_interaction_a_line(tmp_path):
+    # Pairs: a user's lines need not be adjacent; each keeps its place in time.
+    path = write(tmp_path, "pairs.txt", "1 10\n2 11\n1 12\n2 13\n")
+    log = read_sequences(path)
+    check(log, ["1", "2", "1", "2"], ["10", "11", "12", "13"], [0, 1, 2, 3])
+
+
+def test_sequences_gzip(tmp_path):
+    path = tmp_path / "seq.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("7 1 2\n8 2 3 4\n")
+    log = read_sequences(str(path))
+    check(log, ["7", "7", "8", "8", "8"], ["1", "2", "2", "3", "4"], [0, 1, 2, 3, 4])
+
+
+def test_sequences_user_without_items(tmp_path):
+    path = write(tmp_path, "seq.txt", "1 10 11\n2\n")
+    with pytest.raises(DataError, match="a user with no item") as e:
+        read_sequences(path)
+    assert_line_error(e, path, 2, "'2'")
+
+
+def test_sequences_user_on_two_lines_of_a_user_a_line_file(tmp_path):
+    # Lines of several items make it a one-user-a-line file: user 1's second line is
+    # named with the line it first had, whichever line revealed the layout.
+    path = write(tmp_path, "seq.txt", "1 10\n2 11\n1 12\n3 10 11 12\n")
+    with pytest.raises(DataError, match="user '1' already had line 1") as e:
+        read_sequences(path)
+    assert_line_error(e, path, 3, "'1 12'")
+
+
+def test_sequences_split_matches_recbole_with_positions(tmp_path):
+    # The reference numbers were made from the file as a RecBole .inter with each item's
+    # place as its timestamp; both readers must give the same split.
+    from dmi_tf.data.prepare import prepare
+
+    rng = np.random.default_rng(0)
+    lines, inter = [], ["user_id:token\titem_id:token\ttimestamp:float"]
+    t = 0
+    for user in range(1, 61):
+        items = rng.integers(1, 25, size=rng.integers(5, 12)).tolist()
+        lines.append(" ".join(map(str, [user, *items])))
+        for item in items:
+            inter.append(f"{user}\t{item}\t{t}")
+            t += 1
+    a = prepare(read_sequences(write(tmp_path, "s.txt", "\n".join(lines) + "\n")))
+    b = prepare(read_recbole(write(tmp_path, "s.inter", "\n".join(inter) + "\n")))
+    assert a.vocabulary == b.vocabulary
+    for split in ("train", "valid", "test"):
+        np.testing.assert_array_equal(getattr(a, split).items, getattr(b, split).items)
+        np.testing.assert_array_equal(getattr(a, split).row_splits, getattr(b, split).row_splits)
 
 
 # --------------------------------------------------------------------------- all formats

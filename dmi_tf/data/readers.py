@@ -21,6 +21,13 @@ Formats (``read_raw(path, fmt)`` with ``fmt`` in :data:`FORMATS`):
 - ``amazon``: review JSON lines with ``reviewerID``, ``asin`` and ``unixReviewTime``.
 - ``taobao``: ``UserBehavior.csv``, ``user,item,category,behavior,timestamp`` without a
   header; only page views (behavior ``pv``) are kept.
+- ``sequences``: the form sequential-recommendation papers share (SASRec, S3-Rec,
+  the Amazon Beauty and Toys files): whitespace-separated ``user item item ...``, one
+  user a line, or ``user item``, one interaction a line with each user's lines in time
+  order. Which of the two a file is is told from the lines, and
+  both read the same way, as a user followed by that user's next items. There is no
+  time column: the order of the file is the time order, so an interaction's index in
+  the file is its timestamp.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import numpy as np
 from dmi_tf.data.dataset import RawLog
 from dmi_tf.errors import DataError
 
-FORMATS = ("recbole", "movielens", "amazon", "taobao")
+FORMATS = ("recbole", "movielens", "amazon", "taobao", "sequences")
 
 _CHUNK_BYTES = 1 << 22  # bytes read and parsed at a time
 _SHOW = 120  # characters of a bad line shown in an error message
@@ -57,6 +64,10 @@ _CSV_FORM = "'userId,movieId,rating,timestamp', e.g. '1,296,5.0,1147880044'"
 _AMAZON_FORM = (
     'one JSON object a line, e.g. {"reviewerID": "A2SUAM1J3GNN3B", "asin": "0000013714", '
     '"unixReviewTime": 1252800000, ...}'
+)
+_SEQUENCES_FORM = (
+    "whitespace-separated 'user item item ...' (one user a line) or 'user item' (one "
+    "interaction a line), e.g. '1 17 4 23'"
 )
 _TAOBAO_FORM = (
     "'user,item,category,behavior,timestamp' with behavior one of pv/buy/cart/fav, "
@@ -428,11 +439,50 @@ def read_taobao(path: str | os.PathLike) -> RawLog:
     return _make_log(path, users, items, ts, "no 'pv' (page view) lines")
 
 
+def read_sequences(path: str | os.PathLike) -> RawLog:
+    """Reads ``user item item ...`` lines (or ``user item`` pairs), whitespace-separated; gz ok.
+
+    The layout is told from the lines: a line with more than one item makes the file
+    one user a line, and a user on two lines of such a file is an error naming both
+    (two users given one id, or two files joined); with every line a single pair,
+    each line is one interaction and a user's lines may be anywhere in the file.
+    Interactions are in file order and take their index in the file as timestamp, so
+    ``prepare``'s stable time sort keeps each user's items in file order.
+    """
+    path = check_input_file(path)
+    users: list[str] = []
+    items: list[str] = []
+    user_ids: dict[str, str] = {}
+    item_ids: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    repeated: tuple[int, int, str] | None = None  # (first line, line, text) of a user's 2nd line
+    one_user_a_line = False
+    for lineno, line in iter_lines(path):
+        fields = line.split()
+        if len(fields) < 2:
+            raise bad_line(path, lineno, line, "a user with no item", _SEQUENCES_FORM)
+        user = user_ids.setdefault(fields[0], fields[0])
+        one_user_a_line |= len(fields) > 2
+        seen = first_line.setdefault(user, lineno)
+        if seen != lineno and repeated is None:
+            repeated = (seen, lineno, line)
+        if one_user_a_line and repeated is not None:
+            seen, lineno, line = repeated
+            raise bad_line(path, lineno, line,
+                           f"user {line.split()[0]!r} already had line {seen}, and lines with "
+                           "several items make this a one-user-a-line file", _SEQUENCES_FORM)
+        users += [user] * (len(fields) - 1)
+        items += map(item_ids.setdefault, fields[1:], fields[1:])
+    return _make_log(path, users, items, np.arange(len(items), dtype=np.float64),
+                     "no sequence lines")
+
+
 _READERS: dict[str, Callable[[str | os.PathLike], RawLog]] = {
     "recbole": read_recbole,
     "movielens": read_movielens,
     "amazon": read_amazon,
     "taobao": read_taobao,
+    "sequences": read_sequences,
 }
 
 
