@@ -54,6 +54,10 @@ class DataConfig:
     # ComiRec draws training targets at positions >= 4 (0-based), so at least
     # four history items precede every target.
     min_target_position: int = 4
+    # Which training targets a pass over the data visits: ComiRec's one random
+    # target position per user (random), or every position >= min_target_position
+    # of every training user once, in shuffled order (every), as SASRec trains.
+    training_targets: Literal["random", "every"] = "random"
     synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
 
 
@@ -61,10 +65,10 @@ class DataConfig:
 class ModelConfig:
     """The model and its shapes."""
 
-    name: Literal["youtube_dnn", "most_popular", "item_knn", "mind", "comirec_dr",
+    name: Literal["youtube_dnn", "sasrec", "most_popular", "item_knn", "mind", "comirec_dr",
                   "comirec_sa", "dmi"] = "youtube_dnn"
     # DMI's backbone: the extractor whose interests the diffusion refiner refines.
-    extractor: Literal["comirec_sa", "comirec_dr", "mind"] = "comirec_sa"
+    extractor: Literal["comirec_sa", "comirec_dr", "mind", "sasrec"] = "comirec_sa"
     embedding_dim: int = 64
     # K, the number of interests of a multi-interest model (single-interest models use 1).
     num_interests: int = 4
@@ -85,6 +89,15 @@ class ModelConfig:
     attention_hidden_factor: int = 4
     # item_knn: keep each item's top-n similar items (null = all).
     knn_neighbors: int | None = None
+    # How a user vector scores an item: inner product (ComiRec), or cosine, both
+    # sides L2-normalised (then loss.temperature sets the logits' scale).
+    score: Literal["dot", "cosine"] = "dot"
+    # Dropout on the history's item embeddings and inside the extractor
+    # (attention weights, SASRec's blocks); training only.
+    dropout: float = 0.0
+    # sasrec: causal self-attention blocks and heads (heads must divide d).
+    transformer_layers: int = 2
+    transformer_heads: int = 1
 
 
 @dataclasses.dataclass
@@ -123,6 +136,8 @@ class DiffusionConfig:
     # S = 0 returns the coarse interests.
     infer_steps: int = 1
     infer_start: int | None = None
+    # Dropout inside the denoiser (attention weights and block outputs); training only.
+    dropout: float = 0.0
 
 
 @dataclasses.dataclass
@@ -130,8 +145,10 @@ class LossConfig:
     """The retrieval loss (see ``losses.py``)."""
 
     # sampled_softmax: shared negatives per batch over the whole item table (ComiRec).
+    # full_softmax: every item of the catalogue is a negative (exact; for catalogues
+    # where a [batch, items] logit matrix fits).
     # in_batch: the other targets of the batch are the negatives (TFRS Retrieval).
-    kind: Literal["sampled_softmax", "in_batch"] = "sampled_softmax"
+    kind: Literal["sampled_softmax", "full_softmax", "in_batch"] = "sampled_softmax"
     # Negatives per batch; ComiRec used 10 x batch size.
     num_negatives: int = 1280
     sampler: Literal["log_uniform", "uniform"] = "log_uniform"
@@ -140,6 +157,13 @@ class LossConfig:
     logq_correction: bool = True
     remove_accidental_hits: bool = True
     temperature: float = 1.0
+    # REMI's interest-aware hard negatives (Xie et al., RecSys 2023): each negative's
+    # term in the softmax is reweighted by exp(beta * logit) / mean(exp(beta * logit));
+    # 0 = off (sampled_softmax and full_softmax).
+    hard_negative_beta: float = 0.0
+    # REMI's routing regularisation: lambda * sum over users and interests of the
+    # squared variance of each interest's attention over the L positions (0 = off).
+    routing_weight: float = 0.0
 
 
 @dataclasses.dataclass
@@ -148,11 +172,23 @@ class TrainConfig:
 
     batch_size: int = 128
     learning_rate: float = 0.001
+    # Decoupled weight decay (AdamW; Loshchilov & Hutter) on every trainable weight,
+    # the item table included; 0 = plain Adam.
+    weight_decay: float = 0.0
+    # Learning rate: linear warm-up over warmup_steps, then constant or a cosine
+    # decay to 0 at the step budget (max_steps, or max_epochs).
+    warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     # Validation Recall@50 is measured every `steps_per_eval` steps (one Keras "epoch").
     steps_per_eval: int = 500
     max_steps: int = 20000
     # Stop after this many evaluations without a better validation Recall@50.
     patience: int = 3
+    # Budgets in passes over the training targets instead of steps: when set, they
+    # replace steps_per_eval and max_steps (an epoch is ceil(targets / batch_size)
+    # steps; with data.training_targets: random, a target is a user).
+    epochs_per_eval: float | None = None
+    max_epochs: float | None = None
     seed: int = 0
     eval_batch_size: int = 256
     # Whether Keras compiles the train step with XLA (2x slower on 2 CPU cores, measured).
@@ -253,11 +289,27 @@ class Config:
             (self.diffusion.infer_start is None
              or 0 <= self.diffusion.infer_start <= self.diffusion.steps,
              "diffusion.infer_start", "must be null (steps // 4) or in [0, diffusion.steps]"),
+            (0.0 <= self.model.dropout < 1.0, "model.dropout", "must be in [0, 1)"),
+            (0.0 <= self.diffusion.dropout < 1.0, "diffusion.dropout", "must be in [0, 1)"),
+            (self.model.transformer_layers >= 1, "model.transformer_layers", "must be >= 1"),
+            (self.model.transformer_heads >= 1
+             and self.model.embedding_dim % self.model.transformer_heads == 0,
+             "model.transformer_heads", "must be >= 1 and divide model.embedding_dim"),
             (self.loss.num_negatives >= 1, "loss.num_negatives", "must be >= 1"),
+            (self.loss.hard_negative_beta >= 0, "loss.hard_negative_beta", "must be >= 0"),
+            (self.loss.hard_negative_beta == 0 or self.loss.kind != "in_batch",
+             "loss.hard_negative_beta", "needs loss.kind sampled_softmax or full_softmax"),
+            (self.loss.routing_weight >= 0, "loss.routing_weight", "must be >= 0"),
             (self.loss.temperature > 0, "loss.temperature", "must be > 0"),
             (self.eval.diversity_weight >= 0, "eval.diversity_weight", "must be >= 0"),
             (self.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
             (self.train.learning_rate > 0, "train.learning_rate", "must be > 0"),
+            (self.train.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
+            (self.train.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),
+            (self.train.epochs_per_eval is None or self.train.epochs_per_eval > 0,
+             "train.epochs_per_eval", "must be null or > 0"),
+            (self.train.max_epochs is None or self.train.max_epochs > 0,
+             "train.max_epochs", "must be null or > 0"),
             (self.train.steps_per_eval >= 1, "train.steps_per_eval", "must be >= 1"),
             (self.train.max_steps >= 1, "train.max_steps", "must be >= 1"),
             (self.train.steps_per_execution >= 1, "train.steps_per_execution", "must be >= 1"),

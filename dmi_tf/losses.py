@@ -9,12 +9,19 @@ model's ``compute_loss`` is the same whichever ``loss.kind`` is configured:
   against its positive and one set of negatives shared by the batch, drawn from
   the whole item table (log-uniform over popularity-ranked ids by default),
   with logQ correction and accidental hits removed.
+* ``full_softmax``: every item of the catalogue is a negative, the exact
+  softmax over the table (a ``[batch, items]`` logit matrix: 12k items x batch
+  128 is 6 MB). It equals ``sampled_softmax`` with every item drawn once, no
+  logQ correction and accidental hits removed.
 * ``in_batch``: ``tfrs.tasks.Retrieval`` itself; the other positives of the
   batch are the negatives, with logQ correction from training-split item
   frequencies (in-batch negatives over-penalise popular items without it).
 
-Both losses are means over the batch (TFRS's default SUM makes the loss scale
-with the batch size).
+The two softmax tasks also take REMI's interest-aware hard negatives
+(``loss.hard_negative_beta``, Xie et al., RecSys 2023). All losses are means
+over the batch (TFRS's default SUM makes the loss scale with the batch size).
+With ``model.score: cosine`` the tasks L2-normalise the item rows they look up
+(the model normalises the user vectors and positives).
 """
 
 from __future__ import annotations
@@ -29,6 +36,45 @@ from dmi_tf.config import LossConfig
 _MASK_LOGIT = -1e9
 # Feature key of negatives drawn on the input pipeline.
 NEGATIVES = "negatives"
+
+
+def softmax_loss(positive_logits, negative_logits, temperature: float = 1.0,
+                 hard_negative_beta: float = 0.0):
+    """Per-row ``-log softmax`` of the positive against its negatives; ``[batch]``.
+
+    Args:
+      positive_logits: float32 ``[batch]``.
+      negative_logits: float32 ``[batch, S]``; entries equal to ``_MASK_LOGIT`` are
+        not negatives (removed accidental hits, the padding row).
+      temperature: every logit is divided by it.
+      hard_negative_beta: REMI's β. With β > 0 the negatives' sum
+        ``Σ_j exp(x_j)`` becomes ``Σ_j w_j exp(x_j)`` with ``w_j = exp(β x_j) /
+        mean_j exp(β x_j)``: harder negatives weigh more, and the mean weight is 1
+        (REMI's ``sampled_softmax_loss``; gradients flow through the weights
+        too, as there). In log space: ``log Σ w_j e^{x_j} = LSE((1+β) x) - LSE(β x)
+        + log S``, S the row's number of negatives.
+    """
+    valid = negative_logits > _MASK_LOGIT / 2
+    positive = positive_logits / temperature
+    negative = negative_logits / temperature
+    if hard_negative_beta == 0.0:
+        logits = tf.concat([positive[:, None], tf.where(valid, negative, _MASK_LOGIT)], axis=1)
+        return tf.reduce_logsumexp(logits, axis=1) - positive
+    count = tf.reduce_sum(tf.cast(valid, tf.float32), axis=1)
+
+    def lse(scale):
+        return tf.reduce_logsumexp(tf.where(valid, scale * negative, _MASK_LOGIT), axis=1)
+
+    log_negatives = lse(1.0 + hard_negative_beta) - lse(hard_negative_beta) + tf.math.log(
+        tf.maximum(count, 1.0))
+    log_negatives = tf.where(count > 0, log_negatives, _MASK_LOGIT)
+    return tf.reduce_logsumexp(tf.stack([positive, log_negatives], axis=1), axis=1) - positive
+
+
+def _reduce(losses, sample_weight):
+    if sample_weight is not None:
+        losses *= tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
+    return tf.reduce_mean(losses)
 
 
 class SampledSoftmaxRetrieval(tf.keras.layers.Layer):
@@ -48,14 +94,19 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer):
       seed: seed of the sampler.
       unique: draw distinct negatives (ComiRec, TF's sampled softmax) or with
         replacement (REMI's port); logQ uses the matching expected counts.
+      hard_negative_beta: REMI's β (:func:`softmax_loss`); 0 = off.
+      normalize: L2-normalise the negatives' rows (``model.score: cosine``).
     """
 
     def __init__(self, item_embedding: tf.keras.layers.Embedding, num_negatives: int = 1280,
                  sampler: str = "log_uniform", logq_correction: bool = True,
                  remove_accidental_hits: bool = True, temperature: float = 1.0,
-                 seed: int | None = None, unique: bool = True, **kwargs):
+                 seed: int | None = None, unique: bool = True, hard_negative_beta: float = 0.0,
+                 normalize: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.item_embedding = item_embedding
+        self.hard_negative_beta = hard_negative_beta
+        self.normalize = normalize
         self.unique = unique
         self.num_real_items = item_embedding.input_dim - 1
         if self.num_real_items < 1:
@@ -129,6 +180,8 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer):
         # embedding_lookup reads only the needed rows of each shard when the table
         # is partitioned over parameter servers (tf.gather would join the shards).
         negatives = tf.nn.embedding_lookup(self.item_embedding.embeddings, negative_ids)
+        if self.normalize:
+            negatives = tf.math.l2_normalize(negatives, axis=-1)
         positive_logits = tf.reduce_sum(query_embeddings * candidate_embeddings, axis=1)
         negative_logits = tf.matmul(query_embeddings, negatives, transpose_b=True)
         if self.logq_correction:
@@ -137,12 +190,60 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer):
         if self.remove_accidental_hits:
             hits = tf.equal(tf.cast(candidate_ids, tf.int32)[:, None], negative_ids[None, :])
             negative_logits = tf.where(hits, _MASK_LOGIT, negative_logits)
-        logits = tf.concat([positive_logits[:, None], negative_logits], axis=1) / self.temperature
-        # The positive is column 0 of every row.
-        losses = tf.reduce_logsumexp(logits, axis=1) - logits[:, 0]
-        if sample_weight is not None:
-            losses *= tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
-        return tf.reduce_mean(losses)
+        losses = softmax_loss(positive_logits, negative_logits, self.temperature,
+                              self.hard_negative_beta)
+        return _reduce(losses, sample_weight)
+
+
+class FullSoftmaxRetrieval(tf.keras.layers.Layer):
+    """The exact softmax over every item of the table (padding row 0 excluded).
+
+    Args:
+      item_embedding: the candidate tower, an ``Embedding`` whose row 0 is padding.
+      temperature: logits are divided by it.
+      hard_negative_beta: REMI's β (:func:`softmax_loss`); 0 = off.
+      normalize: L2-normalise the table's rows (``model.score: cosine``).
+    """
+
+    def __init__(self, item_embedding: tf.keras.layers.Embedding, temperature: float = 1.0,
+                 hard_negative_beta: float = 0.0, normalize: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.item_embedding = item_embedding
+        self.temperature = temperature
+        self.hard_negative_beta = hard_negative_beta
+        self.normalize = normalize
+
+    def call(self, query_embeddings, candidate_embeddings, sample_weight=None,
+             candidate_sampling_probability=None, candidate_ids=None, compute_metrics=True,
+             compute_batch_metrics=True):
+        """Returns the mean full-softmax loss.
+
+        Args:
+          query_embeddings: float32 ``[batch, d]``, the user vectors.
+          candidate_embeddings: float32 ``[batch, d]``, their positives' embeddings
+            (unused: the positive's logit is read from the full logit row).
+          candidate_ids: int ``[batch]``, the positives' ids ``1..N`` (required).
+          sample_weight, candidate_sampling_probability, compute_metrics,
+          compute_batch_metrics: as in ``tfrs.tasks.Retrieval``; no sampling here.
+        """
+        if candidate_ids is None:
+            raise ValueError("FullSoftmaxRetrieval needs candidate_ids (the positives' ids)")
+        # Rows 1.. only: the padding row is never a candidate, and no mask is needed for it.
+        table = self.item_embedding.embeddings[1:]
+        if self.normalize:
+            table = tf.math.l2_normalize(table, axis=-1)
+        logits = tf.matmul(query_embeddings, table, transpose_b=True)  # [batch, items - 1]
+        column = tf.cast(candidate_ids, tf.int32) - 1
+        positive_logits = tf.gather(logits, column, axis=1, batch_dims=1)
+        if self.hard_negative_beta == 0.0:
+            # The positive's own column is its term of the softmax sum.
+            losses = (tf.reduce_logsumexp(logits / self.temperature, axis=1)
+                      - positive_logits / self.temperature)
+        else:
+            is_positive = tf.equal(tf.range(tf.shape(logits)[1])[None, :], column[:, None])
+            losses = softmax_loss(positive_logits, tf.where(is_positive, _MASK_LOGIT, logits),
+                                  self.temperature, self.hard_negative_beta)
+        return _reduce(losses, sample_weight)
 
 
 class InBatchRetrieval(tfrs.tasks.Retrieval):
@@ -177,7 +278,8 @@ class InBatchRetrieval(tfrs.tasks.Retrieval):
 
 
 def retrieval_task(config: LossConfig, item_embedding: tf.keras.layers.Embedding,
-                   item_counts: np.ndarray, seed: int | None = None) -> tf.keras.layers.Layer:
+                   item_counts: np.ndarray, seed: int | None = None,
+                   normalize: bool = False) -> tf.keras.layers.Layer:
     """The configured loss task.
 
     Args:
@@ -185,13 +287,20 @@ def retrieval_task(config: LossConfig, item_embedding: tf.keras.layers.Embedding
       item_embedding: the candidate tower.
       item_counts: int ``[num_items]``, training interactions per item (for in-batch logQ).
       seed: sampler seed.
+      normalize: items are scored by cosine (``model.score: cosine``): the task
+        L2-normalises the rows it looks up.
     """
     if config.kind == "sampled_softmax":
         return SampledSoftmaxRetrieval(
             item_embedding, num_negatives=config.num_negatives, sampler=config.sampler,
             logq_correction=config.logq_correction,
             remove_accidental_hits=config.remove_accidental_hits,
-            temperature=config.temperature, seed=seed, unique=config.unique_negatives)
+            temperature=config.temperature, seed=seed, unique=config.unique_negatives,
+            hard_negative_beta=config.hard_negative_beta, normalize=normalize)
+    if config.kind == "full_softmax":
+        return FullSoftmaxRetrieval(item_embedding, temperature=config.temperature,
+                                    hard_negative_beta=config.hard_negative_beta,
+                                    normalize=normalize)
     probabilities = None
     if config.logq_correction:
         # Items never seen in training still get a small probability, so log q stays finite.

@@ -354,7 +354,8 @@ def training_stream(model: tf.keras.Model, config: config_lib.Config, dataset,
     """
     batches = training_dataset(
         dataset.train, config.data.max_length, batch_size or config.train.batch_size,
-        config.data.min_target_position, seed=config.train.seed)
+        config.data.min_target_position, seed=config.train.seed,
+        targets=config.data.training_targets)
     if num_shards > 1:
         batches = batches.shard(num_shards, shard_index)
     stream = model.training_stream(batches)

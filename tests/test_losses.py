@@ -3,7 +3,13 @@ import pytest
 import tensorflow as tf
 
 from dmi_tf.config import LossConfig
-from dmi_tf.losses import InBatchRetrieval, SampledSoftmaxRetrieval, retrieval_task
+from dmi_tf.losses import (
+    FullSoftmaxRetrieval,
+    InBatchRetrieval,
+    SampledSoftmaxRetrieval,
+    retrieval_task,
+    softmax_loss,
+)
 
 
 def table(num_items=6, d=3, seed=0):
@@ -100,6 +106,8 @@ def test_config_switch_selects_the_task():
     counts = np.array([0, 5, 4, 3, 2, 1])
     assert isinstance(retrieval_task(LossConfig(), emb, counts), SampledSoftmaxRetrieval)
     assert isinstance(retrieval_task(LossConfig(kind="in_batch"), emb, counts), InBatchRetrieval)
+    assert isinstance(retrieval_task(LossConfig(kind="full_softmax"), emb, counts),
+                      FullSoftmaxRetrieval)
 
 
 def test_negatives_drawn_on_the_pipeline_give_the_same_loss():
@@ -129,3 +137,72 @@ def test_negatives_with_replacement_can_repeat_and_exceed_the_catalogue():
     np.testing.assert_allclose(neg_q.numpy(), 40 * p, rtol=1e-5)
     assert retrieval_task(LossConfig(unique_negatives=False, num_negatives=40), emb,
                           np.ones(6)).num_negatives == 40
+
+
+# --------------------------------------------------------------------------- full softmax, REMI
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.1])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_full_softmax_is_sampled_softmax_with_every_item_and_no_correction(temperature, beta):
+    emb = table(num_items=7, d=4)
+    ids = np.array([2, 6, 1])
+    q = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
+    pos = tf.gather(emb.embeddings, ids)
+    full = FullSoftmaxRetrieval(emb, temperature=temperature, hard_negative_beta=beta)
+    # Every real item drawn once; each row's own positive is removed as an accidental hit.
+    every = FixedSampler(emb, [1, 2, 3, 4, 5, 6], np.ones(3), np.ones(6), logq_correction=False,
+                         remove_accidental_hits=True, temperature=temperature,
+                         hard_negative_beta=beta)
+    np.testing.assert_allclose(full(q, pos, candidate_ids=ids).numpy(),
+                               every(q, pos, candidate_ids=ids).numpy(), rtol=1e-5)
+
+
+def test_full_softmax_by_hand():
+    # Items 1..3 in 2-D (row 0 padding must never count); one user q = (1, 0).
+    emb = table(num_items=4, d=2)
+    emb.embeddings.assign([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    q = tf.constant([[1.0, 0.0]])
+    # Logits 1, 0, -1; the positive is item 2: loss = log(e + 1 + 1/e) - 0 = 1.4076.
+    loss = FullSoftmaxRetrieval(emb)(q, tf.gather(emb.embeddings, [2]), candidate_ids=[2])
+    np.testing.assert_allclose(loss.numpy(), np.log(np.e + 1 + 1 / np.e), rtol=1e-6)
+
+
+def test_hard_negative_weights_by_hand():
+    # Positive logit 0, negatives 1 and -1, beta = 1: weights e/m and (1/e)/m with
+    # m = (e + 1/e)/2, so the negatives' sum is (e·e + (1/e)·(1/e)) / m.
+    pos, neg = tf.constant([0.0]), tf.constant([[1.0, -1.0]])
+    m = (np.e + 1 / np.e) / 2
+    expected = np.log(1 + (np.e**2 + np.e**-2) / m)
+    np.testing.assert_allclose(softmax_loss(pos, neg, 1.0, 1.0).numpy(), [expected], rtol=1e-6)
+    # beta = 0 is the plain softmax: log(1 + e + 1/e).
+    np.testing.assert_allclose(softmax_loss(pos, neg, 1.0, 0.0).numpy(),
+                               [np.log(1 + np.e + 1 / np.e)], rtol=1e-6)
+    # A masked negative leaves the sum and the mean weight: only logit 1 remains, weight 1.
+    masked = tf.constant([[1.0, -1e9]])
+    np.testing.assert_allclose(softmax_loss(pos, masked, 1.0, 1.0).numpy(), [np.log(1 + np.e)],
+                               rtol=1e-6)
+    # Harder negatives weigh more: the loss grows with beta when negatives are spread.
+    assert softmax_loss(pos, neg, 1.0, 2.0).numpy()[0] > expected
+
+
+def test_hard_negatives_need_a_softmax_loss():
+    from dmi_tf.config import from_dict
+    from dmi_tf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"loss\.hard_negative_beta"):
+        from_dict({"loss": {"kind": "in_batch", "hard_negative_beta": 1.0}})
+
+
+def test_cosine_tasks_normalise_the_rows_they_look_up():
+    emb = table(num_items=6, d=3)
+    ids = np.array([1, 4])
+    q = tf.math.l2_normalize(np.random.default_rng(5).normal(size=(2, 3)).astype(np.float32), -1)
+    unit = tf.math.l2_normalize(emb.embeddings, axis=-1)
+    scaled = table(num_items=6, d=3)
+    scaled.embeddings.assign(emb.embeddings * np.arange(1, 7, dtype=np.float32)[:, None])
+    a = FullSoftmaxRetrieval(emb, temperature=0.2, normalize=True)(
+        q, tf.gather(unit, ids), candidate_ids=ids)
+    b = FullSoftmaxRetrieval(scaled, temperature=0.2, normalize=True)(
+        q, tf.gather(unit, ids), candidate_ids=ids)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)  # row norms do not matter

@@ -98,3 +98,66 @@ def test_training_stream_carries_negatives_into_the_loss():
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
     history = model.fit(stream, steps_per_epoch=3, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def build(loss="sampled_softmax", **model_fields):
+    from dmi_tf.config import from_dict
+
+    config = from_dict({"model": {"embedding_dim": 8, **model_fields},
+                        "diffusion": {"dropout": model_fields.get("dropout", 0.0)},
+                        "loss": {"kind": loss}})
+    tf.keras.utils.set_random_seed(0)
+    return build_model(config, num_items=30, train=TRAIN)
+
+
+@pytest.mark.parametrize("name", ["comirec_sa", "dmi", "sasrec", "youtube_dnn"])
+def test_cosine_scoring_normalises_interests_and_items(name):
+    model = build(name=name, score="cosine", num_interests=2)
+    history = tf.constant([[1, 2, 3, 0], [4, 5, 0, 0]])
+    norms = np.linalg.norm(model.interests(history).numpy(), axis=-1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    table = tf.convert_to_tensor(model.candidate_embeddings()).numpy()
+    np.testing.assert_allclose(np.linalg.norm(table[1:], axis=-1), 1.0, rtol=1e-5)
+    assert np.isfinite(model.compute_loss({"history": history, "target": tf.constant([6, 7])},
+                                          training=True).numpy())
+
+
+@pytest.mark.parametrize("name", ["comirec_sa", "dmi", "sasrec"])
+def test_dropout_is_off_at_inference(name):
+    history = tf.constant([[1, 2, 3, 0], [4, 5, 6, 7]])
+    with_dropout, without = build(name=name, dropout=0.5), build(name=name, dropout=0.0)
+    without.interests(history)  # both built alike, so their weights line up
+    a = with_dropout.interests(history).numpy()
+    np.testing.assert_array_equal(a, with_dropout.interests(history).numpy())
+    for v, w in zip(with_dropout.weights, without.weights, strict=True):
+        w.assign(v)  # same weights: the only difference is the dropout rate
+    np.testing.assert_allclose(a, without.interests(history).numpy(), rtol=1e-6, atol=1e-6)
+    features = {"history": history, "target": tf.constant([6, 8])}
+    # Training draws differ from call to call: dropout is on there.
+    assert with_dropout.compute_loss(features, training=True).numpy() != \
+        with_dropout.compute_loss(features, training=True).numpy()
+
+
+def test_routing_variance_by_hand():
+    from dmi_tf.models.base import routing_variance
+
+    # One user, K = 2, L = 4, d = 2. Interest 0 spread evenly: variance 0. Interest 1
+    # on one item: mean 0.25, squares 0.5625 + 3 * 0.0625 = 0.75, over d: 0.375.
+    weights = tf.constant([[[0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]]])
+    np.testing.assert_allclose(routing_variance(weights, 2).numpy(), [0.375**2], rtol=1e-6)
+
+
+def test_routing_regularisation_adds_lambda_times_the_summed_variance():
+    from dmi_tf.models.base import routing_variance
+
+    features = {"history": tf.constant([[1, 2, 3, 0], [4, 5, 0, 0]]),
+                "target": tf.constant([6, 7])}
+    # Full softmax: no sampled negatives, so the two losses differ by the regulariser only.
+    model = build(loss="full_softmax", name="comirec_sa")
+    _, _, _, weights = model._extract(features["history"])
+    extra = 100.0 * tf.reduce_sum(routing_variance(weights, 8)).numpy()
+    assert extra > 0
+    a = model.compute_loss(features).numpy()
+    model.routing_weight = 100.0
+    b = model.compute_loss(features).numpy()
+    np.testing.assert_allclose(b - a, extra, rtol=1e-4)

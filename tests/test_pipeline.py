@@ -66,3 +66,34 @@ def test_evaluation_dataset_pads_targets_per_batch():
     first = batches[0]["targets"].numpy()
     assert first.shape == (3, 6)  # the longest target list in the batch: 30 - 24
     np.testing.assert_array_equal(first[0], [104, 0, 0, 0, 0, 0])
+
+
+def test_every_target_position_is_a_target_once_per_epoch():
+    from dmi_tf.data.pipeline import targets_per_epoch
+
+    data, seqs = split()
+    L, batch = 8, 4
+    per_epoch = targets_per_epoch(data, 4, "every")
+    assert per_epoch == sum(n - 4 for n in (5, 12, 30, 7))  # 1 + 8 + 26 + 3 = 38
+    assert targets_per_epoch(data, 4, "random") == 4  # one target per user
+    by_first = {s[0]: s for s in seqs}
+    stream = training_dataset(data, L, batch, seed=3, targets="every")
+    # Two epochs, cut into batches (the last partial batch of an epoch rolls over).
+    seen = []
+    for b in stream.take(2 * per_epoch // batch):
+        for h, t in zip(b["history"].numpy(), b["target"].numpy(), strict=True):
+            seq = by_first[100 * (t // 100)]
+            k = seq.index(t)
+            expected = seq[max(0, k - L):k]
+            np.testing.assert_array_equal(h[:len(expected)], expected)
+            assert np.all(h[len(expected):] == 0)
+            seen.append(int(t))
+    first = seen[:per_epoch]
+    assert sorted(first) == sorted(s[k] for s in seqs for k in range(4, len(s)))
+    assert seen[per_epoch:2 * per_epoch - 2] != first[:per_epoch - 2]  # reshuffled
+    def first_batches(seed):
+        return [b["target"].numpy() for b in training_dataset(
+            data, L, batch, seed=seed, targets="every").take(5)]
+
+    np.testing.assert_array_equal(first_batches(3), first_batches(3))  # reproducible
+    assert not np.array_equal(first_batches(3), first_batches(4))

@@ -50,12 +50,38 @@ def history_window(items, start, end, max_length: int):
     return tf.where(valid, tf.gather(items, tf.minimum(index, end[:, None] - 1)), 0)
 
 
+TARGET_CHOICES = ("random", "every")
+
+
+def _eligible_users(split: SplitData, min_target_position: int) -> np.ndarray:
+    """Indices of the users with a target position ``>= min_target_position``."""
+    eligible = np.nonzero(split.lengths() > min_target_position)[0]
+    if len(eligible) == 0:
+        raise DataError(
+            f"no training user has more than {min_target_position} interactions, so no training "
+            f"sample can be cut (data.min_target_position={min_target_position}); use longer "
+            "sequences or lower data.min_target_position.")
+    return eligible
+
+
+def targets_per_epoch(split: SplitData, min_target_position: int = 4,
+                      targets: str = "random") -> int:
+    """Training samples in one pass: eligible users (``random``) or target positions (``every``)."""
+    lengths = split.lengths()[_eligible_users(split, min_target_position)]
+    return int(len(lengths) if targets == "random" else np.sum(lengths - min_target_position))
+
+
 def training_dataset(split: SplitData, max_length: int, batch_size: int,
-                     min_target_position: int = 4, seed: int = 0) -> tf.data.Dataset:
+                     min_target_position: int = 4, seed: int = 0,
+                     targets: str = "random") -> tf.data.Dataset:
     """An endless, shuffled stream of training batches.
 
-    Users are visited in shuffled epochs (every user once per pass); each visit
-    draws a fresh target position.
+    ``targets="random"`` (ComiRec): users are visited in shuffled epochs (every
+    user once per pass); each visit draws a fresh target position.
+    ``targets="every"``: every (user, position ``>= min_target_position``) pair is
+    a sample, visited once per pass in a fresh shuffled order, so each training
+    interaction after the first ``min_target_position`` of its user is a target
+    once per epoch (SASRec's supervision, one target per row).
 
     Returns:
       A dataset of ``{"history": int32 [batch, L], "target": int32 [batch]}``.
@@ -63,16 +89,32 @@ def training_dataset(split: SplitData, max_length: int, batch_size: int,
     Raises:
       DataError: no user has more than ``min_target_position`` items.
     """
+    if targets not in TARGET_CHOICES:
+        raise ValueError(f"targets must be one of {TARGET_CHOICES}, got {targets!r}")
+    eligible = _eligible_users(split, min_target_position)
     lengths = split.lengths()
-    eligible = np.nonzero(lengths > min_target_position)[0]
-    if len(eligible) == 0:
-        raise DataError(
-            f"no training user has more than {min_target_position} interactions, so no training "
-            f"sample can be cut (data.min_target_position={min_target_position}); use longer "
-            "sequences or lower data.min_target_position.")
     items = tf.constant(split.items, tf.int32)
     starts = tf.constant(split.row_splits[:-1], tf.int32)
     seq_lengths = tf.constant(lengths, tf.int32)
+    if targets == "every":
+        counts = lengths[eligible] - min_target_position
+        users = np.repeat(eligible, counts).astype(np.int32)
+        # Position of each sample: min_target_position, +1, ... within its user.
+        positions = (np.arange(len(users)) - np.repeat(np.cumsum(counts) - counts, counts)
+                     + min_target_position).astype(np.int32)
+
+        def make_every(pair):
+            start = tf.gather(starts, pair[:, 0])
+            end = start + pair[:, 1]
+            return {HISTORY: history_window(items, start, end, max_length),
+                    TARGET: tf.gather(items, end)}
+
+        pairs = tf.data.Dataset.from_tensor_slices(np.stack([users, positions], axis=1))
+        return (pairs.shuffle(len(users), seed=seed, reshuffle_each_iteration=True)
+                .repeat()
+                .batch(batch_size, drop_remainder=True)
+                .map(make_every, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .prefetch(tf.data.AUTOTUNE))
 
     def make_batch(batch_number, users):
         n = tf.gather(seq_lengths, users)

@@ -176,11 +176,12 @@ class CapsuleRouting(tf.keras.layers.Layer):
         hat = tf.transpose(tf.reshape(hat, [-1, length, k, d]), [0, 2, 1, 3])
         return hat, tf.zeros([1, k, length], x.dtype)
 
-    def attend(self, history_embeddings, mask):
+    def attend(self, history_embeddings, mask, training=False):
         """Returns ``(interests [batch, K, d], coupling [batch, K, L])``.
 
         The coupling is the last round's ``c`` (0 at padding and at a dynamic
         user's missing interests); it sums to 1 over interests, not over items.
+        ``training`` is accepted like every extractor's; routing has no dropout.
         """
         x = tf.convert_to_tensor(history_embeddings)
         mask = tf.cast(mask, tf.bool)

@@ -57,8 +57,12 @@ class SelfAttentiveExtractor(tf.keras.layers.Layer):
             initializer=position_initializer(initializer, max_length, units))
             if use_positions else None)
 
-    def attend(self, history_embeddings, mask):
-        """Returns ``(interests [batch, K, d], attention [batch, K, L])``."""
+    def attend(self, history_embeddings, mask, training=False):
+        """Returns ``(interests [batch, K, d], attention [batch, K, L])``.
+
+        ``training`` is accepted like every extractor's; dropout, if any, acts on
+        the history embeddings before they arrive here.
+        """
         keys = history_embeddings
         if self.use_positions:
             length = tf.shape(history_embeddings)[1]

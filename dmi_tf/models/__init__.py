@@ -22,6 +22,7 @@ from dmi_tf.layers.initializers import embedding_initializer
 from dmi_tf.layers.pooling import GRUPooling, MaskedMeanPooling
 from dmi_tf.layers.readout import HardReadout, LabelAwareReadout
 from dmi_tf.layers.self_attentive import SelfAttentiveExtractor
+from dmi_tf.layers.transformer import CausalTransformerExtractor
 from dmi_tf.losses import retrieval_task
 from dmi_tf.models.base import MultiInterestModel
 from dmi_tf.models.dmi import DMI
@@ -50,6 +51,10 @@ def build_extractor(config: Config) -> tf.keras.layers.Layer:
     if m.name == "youtube_dnn":
         pooling = MaskedMeanPooling if m.pooling == "mean" else GRUPooling
         return pooling(d, initializer=m.initializer, name="extractor")
+    if m.name == "sasrec":
+        return CausalTransformerExtractor(d, length, layers=m.transformer_layers,
+                                          heads=m.transformer_heads, dropout=m.dropout,
+                                          initializer=m.initializer, name="extractor")
     if m.name == "comirec_sa":
         return SelfAttentiveExtractor(k, d, length, hidden_factor=m.attention_hidden_factor,
                                       initializer=m.initializer, name="extractor")
@@ -72,7 +77,7 @@ def build_refiner(config: Config) -> DiffusionRefiner | None:
         combine=c.combine, sum_weight=c.sum_weight, gate_bias=c.gate_bias,
         infer_steps=max(c.infer_steps, 1),
         infer_start=c.infer_start, initializer=config.model.initializer, seed=config.train.seed,
-        name="refiner")
+        dropout=c.dropout, name="refiner")
 
 
 def build_model(config: Config, num_items: int, train: SplitData):
@@ -96,11 +101,14 @@ def build_model(config: Config, num_items: int, train: SplitData):
         name="item_embedding")
     readout = (HardReadout() if config.model.readout == "hard"
                else LabelAwareReadout(config.model.readout_power))
-    task = retrieval_task(config.loss, item_embedding, counts, seed=seed)
+    cosine = config.model.score == "cosine"
+    task = retrieval_task(config.loss, item_embedding, counts, seed=seed, normalize=cosine)
+    shared = {"score": config.model.score, "dropout": config.model.dropout,
+              "routing_weight": config.loss.routing_weight, "name": name}
     if name == "dmi":
         return DMI(item_embedding, build_extractor(config), task, build_refiner(config),
                    recon_weight=config.diffusion.recon_weight,
                    backbone_loss_weight=config.diffusion.backbone_loss_weight,
                    train_interests=config.diffusion.train_interests,
-                   infer_steps=config.diffusion.infer_steps, name=name)
-    return MultiInterestModel(item_embedding, build_extractor(config), task, readout, name=name)
+                   infer_steps=config.diffusion.infer_steps, **shared)
+    return MultiInterestModel(item_embedding, build_extractor(config), task, readout, **shared)

@@ -19,6 +19,27 @@ from dmi_tf.layers.readout import HardReadout
 from dmi_tf.losses import NEGATIVES, SampledSoftmaxRetrieval
 
 
+def routing_variance(weights, units: int):
+    """REMI's routing regulariser per user: ``Σ_k (Σ_l (A_kl - mean_l A_k)² / d)²``.
+
+    It grows when an interest's weight piles onto few history items (routing
+    collapse). Written as REMI's ``calculate_atten_loss`` computes it: the mean
+    runs over all L positions, padding (weight 0) included, and the sum of squares
+    is divided by d, the embedding width.
+
+    Args:
+      weights: float32 ``[batch, K, L]``, each interest's weights over the history
+        (attention, or routing coupling), 0 at padding.
+      units: d.
+
+    Returns:
+      float32 ``[batch]``.
+    """
+    centred = weights - tf.reduce_mean(weights, axis=2, keepdims=True)
+    variance = tf.reduce_sum(tf.square(centred), axis=2) / units
+    return tf.reduce_sum(tf.square(variance), axis=1)
+
+
 class MultiInterestModel(tfrs.Model):
     """Query tower + item tower + loss, as a ``tfrs.Model``.
 
@@ -27,25 +48,59 @@ class MultiInterestModel(tfrs.Model):
       extractor: a layer ``(history_embeddings [batch, L, d], mask [batch, L]) -> [batch, K, d]``.
       task: a retrieval task called like ``tfrs.tasks.Retrieval`` (see ``losses.py``).
       readout: ``(interests [batch, K, d], target_embeddings [batch, d]) -> [batch, d]``.
+      score: ``dot`` (inner product) or ``cosine``: interests and item rows
+        L2-normalised everywhere they meet (loss, readout, retrieval, export).
+      dropout: on the history's item embeddings in training.
+      routing_weight: REMI's λ of :func:`routing_variance` (extractors with ``attend``),
+        summed over the batch as REMI does.
     """
 
     def __init__(self, item_embedding: tf.keras.layers.Embedding, extractor: tf.keras.layers.Layer,
                  task: tf.keras.layers.Layer, readout: tf.keras.layers.Layer | None = None,
+                 score: str = "dot", dropout: float = 0.0, routing_weight: float = 0.0,
                  **kwargs):
         super().__init__(**kwargs)
+        if score not in ("dot", "cosine"):
+            raise ValueError(f"score must be 'dot' or 'cosine', got {score!r}")
+        if routing_weight and not hasattr(extractor, "attend"):
+            raise ValueError(f"routing regularisation needs an extractor with attend(); "
+                             f"{type(extractor).__name__} has none")
         self.item_embedding = item_embedding
         self.extractor = extractor
         self.task = task
         self.readout = readout or HardReadout()
+        self.score = score
+        self.dropout = dropout
+        self.routing_weight = routing_weight
+        self.embedding_dropout = tf.keras.layers.Dropout(dropout, name="embedding_dropout")
 
-    def _embed(self, history):
+    def _embed(self, history, training=False):
         """History ids ``[batch, L]`` -> ``(embeddings [batch, L, d], mask [batch, L])``."""
         history = tf.convert_to_tensor(history)
-        return self.item_embedding(history), history > 0
+        embeddings = self.item_embedding(history)
+        if training and self.dropout:
+            embeddings = self.embedding_dropout(embeddings, training=True)
+        return embeddings, history > 0
+
+    def _scored(self, vectors):
+        """User or item vectors as retrieval scores them (L2-normalised for cosine)."""
+        return tf.math.l2_normalize(vectors, axis=-1) if self.score == "cosine" else vectors
+
+    def _items(self, ids):
+        """Item ids -> their vectors as retrieval scores them ``[..., d]``."""
+        return self._scored(self.item_embedding(ids))
+
+    def _extract(self, history, training=False):
+        """``(embeddings, mask, interests, weights or None)`` of a history batch."""
+        embeddings, mask = self._embed(history, training)
+        if hasattr(self.extractor, "attend"):
+            interests, weights = self.extractor.attend(embeddings, mask, training=training)
+            return embeddings, mask, interests, weights
+        return embeddings, mask, self.extractor(embeddings, mask, training=training), None
 
     def interests(self, history, training=False):
         """History ids int ``[batch, L]`` (0 = padding) -> interests float32 ``[batch, K, d]``."""
-        return self.extractor(*self._embed(history), training=training)
+        return self._scored(self._extract(history, training)[2])
 
     def fold_for_inference(self):
         """Prepares a serving copy: stores weight-only products the query tower would
@@ -73,7 +128,12 @@ class MultiInterestModel(tfrs.Model):
         return self.interests(history, training=training)
 
     def candidate_embeddings(self):
-        """The item table float32 ``[num_items, d]``; row 0 is padding."""
+        """The item table float32 ``[num_items, d]`` as retrieval scores it; row 0 is padding.
+
+        The variable itself with ``score: dot``; its L2-normalised rows (a tensor) with cosine.
+        """
+        if self.score == "cosine":
+            return self._scored(self.item_embedding.embeddings)
         return self.item_embedding.embeddings
 
     def training_stream(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -85,11 +145,18 @@ class MultiInterestModel(tfrs.Model):
         return dataset.map(self.task.add_negatives).prefetch(tf.data.AUTOTUNE)
 
     def compute_loss(self, features, training=False):
-        interests = self.interests(features[HISTORY], training=training)
-        target = features[TARGET]
-        target_embeddings = self.item_embedding(target)
-        return self._retrieval_loss(self.readout(interests, target_embeddings),
+        _, _, interests, weights = self._extract(features[HISTORY], training)
+        interests = self._scored(interests)
+        target_embeddings = self._items(features[TARGET])
+        loss = self._retrieval_loss(self.readout(interests, target_embeddings),
                                     target_embeddings, features)
+        return loss + self._routing_loss(weights)
+
+    def _routing_loss(self, weights):
+        if not self.routing_weight:
+            return 0.0
+        units = self.item_embedding.output_dim
+        return self.routing_weight * tf.reduce_sum(routing_variance(weights, units))
 
     def _retrieval_loss(self, user, target_embeddings, features):
         """The task's loss for user vectors ``[batch, d]`` against the batch's targets."""

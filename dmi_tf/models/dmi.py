@@ -56,25 +56,22 @@ class DMI(MultiInterestModel):
     def refines(self) -> bool:
         return self.refiner is not None and self.infer_steps > 0
 
-    def _attend(self, history):
-        embeddings, mask = self._embed(history)
-        interests, weights = self.extractor.attend(embeddings, mask)
-        return embeddings, mask, interests, weights
-
     def coarse_interests(self, history):
-        return self._attend(history)[2]
+        return self._scored(self._extract(history)[2])
 
     def refine(self, history):
         """``(refined [batch, K, d], coarse [batch, K, d], weights [batch, K, L])``.
 
-        ``weights`` are the refiner's attention over the history items it kept
-        (the backbone's weights when nothing is refined).
+        Both sets of interests as retrieval scores them (L2-normalised with
+        ``score: cosine``). ``weights`` are the refiner's attention over the
+        history items it kept (the backbone's weights when nothing is refined).
         """
-        embeddings, mask, coarse, weights = self._attend(history)
+        embeddings, mask, coarse, weights = self._extract(history)
         if not self.refines:
+            coarse = self._scored(coarse)
             return coarse, coarse, weights
         refined, weights = self.refiner(coarse, embeddings, mask, weights)
-        return refined, coarse, weights
+        return self._scored(refined), self._scored(coarse), weights
 
     def interests(self, history, training=False):
         return self.refine(history)[0]
@@ -91,28 +88,33 @@ class DMI(MultiInterestModel):
         if self.refiner is not None and self.refiner.folded:
             raise UserError("this DMI model was folded for inference (fold_for_inference, as "
                             "export does); train the model loaded from its run instead.")
-        embeddings, mask, interests, weights = self._attend(features[HISTORY])
-        target_embeddings = self.item_embedding(features[TARGET])
+        embeddings, mask, interests, weights = self._extract(features[HISTORY], training)
+        target_embeddings = self._items(features[TARGET])
+        routing = self._routing_loss(weights)
         # The hard readout, kept as an index: the refiner also needs that interest's weights.
-        chosen = hard_choice(interests, target_embeddings)
+        chosen = hard_choice(self._scored(interests), target_embeddings)
         v0 = tf.gather(interests, chosen, axis=1, batch_dims=1)
         if self.refiner is None:
-            return self._retrieval_loss(v0, target_embeddings, features)
+            return self._retrieval_loss(self._scored(v0), target_embeddings, features) + routing
         if self.train_interests == "all":
             u_all, x0_hat = self.refiner.train_refine_all(interests, embeddings, mask, weights)
+            u_all = self._scored(u_all)
             u = tf.gather(u_all, hard_choice(u_all, target_embeddings), axis=1, batch_dims=1)
             clean = interests
         else:
             u, x0_hat = self.refiner.train_refine(
                 v0, embeddings, mask, tf.gather(weights, chosen, axis=1, batch_dims=1))
+            u = self._scored(u)
             clean = v0
+        # The refiner works on the raw interests; only scoring normalises.
         recon = tf.reduce_mean(tf.reduce_sum(tf.square(x0_hat - tf.stop_gradient(clean)),
                                              axis=-1))
         self.recon_tracker.update_state(recon)
-        loss = self._retrieval_loss(u, target_embeddings, features) + self.recon_weight * recon
+        loss = (self._retrieval_loss(u, target_embeddings, features) + self.recon_weight * recon
+                + routing)
         if self.backbone_loss_weight:
-            loss += self.backbone_loss_weight * self._retrieval_loss(v0, target_embeddings,
-                                                                     features)
+            loss += self.backbone_loss_weight * self._retrieval_loss(
+                self._scored(v0), target_embeddings, features)
         return loss
 
     @property

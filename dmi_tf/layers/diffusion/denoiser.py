@@ -62,18 +62,22 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
       positions: float32 ``[>= L, d]`` added to the keys, or None.
       keep: bool ``[batch, K, L]``, True at the items this interest may see.
 
+      training: apply dropout (``dropout``) to the attention weights and to each
+        residual branch.
+
     Returns:
       ``(outputs [batch, K, d], attention [batch, K, L])``, the attention
       averaged over heads (0 at dropped items).
     """
 
     def __init__(self, units: int, heads: int = 2, ffn_factor: int = 2, initializer: str = "he",
-                 **kwargs):
+                 dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if units % heads:
             raise ValueError(f"heads ({heads}) must divide units ({units})")
         self.units, self.heads, self.ffn_factor = units, heads, ffn_factor
-        self.initializer = initializer
+        self.initializer, self.dropout = initializer, dropout
+        self.drop = tf.keras.layers.Dropout(dropout, name="dropout")
 
         def dense(width, name, **kw):
             # A fresh initializer per layer: one unseeded instance would give every layer the
@@ -98,7 +102,7 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
                          if ffn_factor else None)
         self._folded = None  # (W_qk, W_vo) variables once fold_for_inference() ran
 
-    def call(self, queries, items, positions, keep):
+    def call(self, queries, items, positions, keep, training=False):
         # Textbook multi-head attention (keys = items + positions, values =
         # items), computed in a re-associated order that gives the same result
         # with far fewer and larger products: per head,
@@ -126,13 +130,19 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
         attention = softmax_last(logits)  # [batch, K, heads, L]
         # An interest with no visible item would spread attention over padding; zero it.
         attention *= tf.cast(keep, attention.dtype)
-        context_items = tf.matmul(tf.reshape(attention, [-1, k * h, length]), items)
+        # Inference never builds the dropout ops (the served graph stays as lean).
+        dropped = self.drop(attention, training=True) if training and self.dropout else attention
+        context_items = tf.matmul(tf.reshape(dropped, [-1, k * h, length]), items)
         context = tf.matmul(tf.reshape(context_items, [-1, h * d]), w_vo)
         context = tf.reshape(context + self.output_projection.bias, [-1, k, d])
+        if training and self.dropout:
+            context = self.drop(context, training=True)
         outputs = self.attention_norm(queries + context)
         if self.ffn_factor:
-            hidden = dense_last(self.ffn_hidden, outputs)
-            outputs = self.ffn_norm(outputs + dense_last(self.ffn_out, hidden))
+            branch = dense_last(self.ffn_out, dense_last(self.ffn_hidden, outputs))
+            if training and self.dropout:
+                branch = self.drop(branch, training=True)
+            outputs = self.ffn_norm(outputs + branch)
         return outputs, tf.reduce_mean(attention, axis=2)
 
     def fold_for_inference(self):
@@ -179,7 +189,8 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "heads": self.heads,
-                "ffn_factor": self.ffn_factor, "initializer": self.initializer}
+                "ffn_factor": self.ffn_factor, "initializer": self.initializer,
+                "dropout": self.dropout}
 
 
 class CrossAttentionDenoiser(tf.keras.layers.Layer):
@@ -189,25 +200,28 @@ class CrossAttentionDenoiser(tf.keras.layers.Layer):
       units: d.
       max_length: L, the number of position embeddings.
       layers: number of blocks.
-      heads, ffn_factor: of every block.
+      heads, ffn_factor, dropout: of every block.
 
     Call args:
       x_t: float32 ``[batch, K, d]``.
       t: int32 ``[batch]`` (one step per example) or a scalar (one for all).
       history_embeddings: float32 ``[batch, L, d]``.
       keep: bool ``[batch, K, L]``.
+      training: dropout on (training draws only).
 
     Returns:
       ``(x0_hat [batch, K, d], attention [batch, K, L])``, the last block's attention.
     """
 
     def __init__(self, units: int, max_length: int, layers: int = 1, heads: int = 2,
-                 ffn_factor: int = 2, initializer: str = "he", **kwargs):
+                 ffn_factor: int = 2, initializer: str = "he", dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.units, self.max_length, self.layers = units, max_length, layers
         self.heads, self.ffn_factor, self.initializer = heads, ffn_factor, initializer
+        self.dropout = dropout
         self.step_embedding = StepEmbedding(units, initializer, name="step_embedding")
-        self.blocks = [CrossAttentionBlock(units, heads, ffn_factor, initializer, name=f"block_{i}")
+        self.blocks = [CrossAttentionBlock(units, heads, ffn_factor, initializer, dropout,
+                                           name=f"block_{i}")
                        for i in range(layers)]
         self.head = tf.keras.layers.Dense(units, kernel_initializer=kernel_initializer(initializer),
                                           name="head")
@@ -224,25 +238,25 @@ class CrossAttentionDenoiser(tf.keras.layers.Layer):
         for block in self.blocks:
             block.fold_for_inference()
 
-    def denoise(self, x_t, step, memory, keep):
+    def denoise(self, x_t, step, memory, keep, training=False):
         """:meth:`call` with the step embedded (``step``: ``[batch or 1, d]``) and the
         history prepared by :meth:`memory`."""
         items, positions = memory
         hidden = x_t + step[:, None, :]
         attention = None
         for block in self.blocks:
-            hidden, attention = block(hidden, items, positions, keep)
+            hidden, attention = block(hidden, items, positions, keep, training=training)
         build_dense(self.head, self.units)
         return dense_last(self.head, hidden), attention
 
-    def call(self, x_t, t, history_embeddings, keep):
+    def call(self, x_t, t, history_embeddings, keep, training=False):
         return self.denoise(x_t, self.step_embedding(tf.reshape(t, [-1])),
-                            self.memory(history_embeddings), keep)
+                            self.memory(history_embeddings), keep, training=training)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "max_length": self.max_length,
                 "layers": self.layers, "heads": self.heads, "ffn_factor": self.ffn_factor,
-                "initializer": self.initializer}
+                "initializer": self.initializer, "dropout": self.dropout}
 
 
 class MLPDenoiser(tf.keras.layers.Layer):
@@ -253,9 +267,9 @@ class MLPDenoiser(tf.keras.layers.Layer):
     """
 
     def __init__(self, units: int, max_length: int, layers: int = 1, heads: int = 2,
-                 ffn_factor: int = 2, initializer: str = "he", **kwargs):
+                 ffn_factor: int = 2, initializer: str = "he", dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        del heads  # Accepted so both denoisers are built from the same config.
+        del heads, dropout  # Accepted so both denoisers are built from the same config.
         self.units, self.max_length, self.layers = units, max_length, layers
         self.ffn_factor, self.initializer = ffn_factor, initializer
         self.step_embedding = StepEmbedding(units, initializer, name="step_embedding")
@@ -272,14 +286,14 @@ class MLPDenoiser(tf.keras.layers.Layer):
     def fold_for_inference(self):
         pass  # no weight-only products
 
-    def denoise(self, x_t, step, memory, keep):
+    def denoise(self, x_t, step, memory, keep, training=False):
         step = step[:, None, :]  # [batch or 1, 1, d]
         hidden = tf.concat([x_t, tf.broadcast_to(step, tf.shape(x_t))], axis=-1)
         for layer in self.hidden:
             hidden = layer(hidden)
         return self.head(hidden), tf.zeros(tf.shape(keep), tf.float32)
 
-    def call(self, x_t, t, history_embeddings, keep):
+    def call(self, x_t, t, history_embeddings, keep, training=False):
         return self.denoise(x_t, self.step_embedding(tf.reshape(t, [-1])), (), keep)
 
     def get_config(self):

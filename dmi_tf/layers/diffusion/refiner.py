@@ -36,6 +36,7 @@ class DiffusionRefiner(tf.keras.layers.Layer):
       infer_start: T' (None: T // 4).
       initializer: ``he`` | ``glorot`` | ``normal``.
       seed: seeds the training noise (a checkpointed ``tf.random.Generator``).
+      dropout: the denoiser's dropout in training draws (:meth:`train_refine`).
     """
 
     def __init__(self, units: int, max_length: int, steps: int = 20, noise_scale: float = 1.0,
@@ -44,7 +45,7 @@ class DiffusionRefiner(tf.keras.layers.Layer):
                  combine: str = "gate", sum_weight: float = 1.0, gate_bias: float = 0.0,
                  infer_steps: int = 1,
                  infer_start: int | None = None, initializer: str = "he", seed: int = 0,
-                 **kwargs):
+                 dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if infer_steps < 1:
             raise ValueError(
@@ -56,12 +57,12 @@ class DiffusionRefiner(tf.keras.layers.Layer):
         self.combine_kind, self.sum_weight, self.gate_bias = combine, sum_weight, gate_bias
         self.infer_steps = infer_steps
         self.infer_start = steps // 4 if infer_start is None else infer_start
-        self.initializer, self.seed = initializer, seed
+        self.initializer, self.seed, self.dropout = initializer, seed, dropout
         self.schedule = NoiseSchedule(steps, noise_scale)
         self.noised_dims = round(noise_dims_ratio * units)
         denoiser_cls = {"attention": CrossAttentionDenoiser, "mlp": MLPDenoiser}[denoiser]
         self.denoiser = denoiser_cls(units, max_length, layers, heads, ffn_factor, initializer,
-                                     name="denoiser")
+                                     dropout, name="denoiser")
         self.combiner = (GateCombiner(units, initializer, gate_bias, name="combiner")
                          if combine == "gate"
                          else SumCombiner(sum_weight, name="combiner"))
@@ -116,7 +117,7 @@ class DiffusionRefiner(tf.keras.layers.Layer):
         noise = self.rng.normal([batch, self.units])
         v_t = self.schedule.forward(v0, t, noise, self._dims_mask(batch))
         keep = keep_top_items(attention[:, None, :], mask, self.keep_items)
-        x0_hat, _ = self.denoiser(v_t[:, None, :], t, history_embeddings, keep)
+        x0_hat, _ = self.denoiser(v_t[:, None, :], t, history_embeddings, keep, training=True)
         x0_hat = x0_hat[:, 0, :]
         return self.combiner(v0, x0_hat), x0_hat
 
@@ -143,7 +144,8 @@ class DiffusionRefiner(tf.keras.layers.Layer):
         v_t = self.schedule.forward(tf.reshape(interests, [rows, self.units]), tf.repeat(t, k),
                                     noise, self._dims_mask(rows))
         keep = keep_top_items(attention, mask, self.keep_items)
-        x0_hat, _ = self.denoiser(tf.reshape(v_t, shape), t, history_embeddings, keep)
+        x0_hat, _ = self.denoiser(tf.reshape(v_t, shape), t, history_embeddings, keep,
+                                  training=True)
         return self.combiner(interests, x0_hat), x0_hat
 
     def call(self, interests, history_embeddings, mask, attention):
@@ -202,4 +204,4 @@ class DiffusionRefiner(tf.keras.layers.Layer):
                 "sum_weight": self.sum_weight, "gate_bias": self.gate_bias,
                 "infer_steps": self.infer_steps,
                 "infer_start": self.infer_start, "initializer": self.initializer,
-                "seed": self.seed}
+                "seed": self.seed, "dropout": self.dropout}
