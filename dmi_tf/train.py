@@ -184,10 +184,10 @@ def format_table(results: dict, cutoffs) -> str:
     columns = [f"{m}@{c}" for c in sorted(cutoffs) for m in ("recall", "hit_rate", "ndcg")]
     rows = []
     for split in ("valid", "test"):
-        for name, metrics in (("most_popular", results["baselines"]["most_popular"][split]),
-                              (results["model"], results[split])):
-            if name == "most_popular" and results["model"] == "most_popular":
-                continue
+        # Keyed by name: a most_popular run is its own floor and gets one row.
+        models = {"most_popular": results["baselines"]["most_popular"][split],
+                  results["model"]: results[split]}
+        for name, metrics in models.items():
             rows.append([name, split, *(f"{metrics[c]:.4f}" for c in columns),
                          str(int(metrics["users"]))])
     header = ["model", "split", *columns, "users"]
@@ -215,7 +215,9 @@ def main(argv=None) -> int:
         return 2
     print()
     print(format_table(results, config.eval.cutoffs))
-    print(f"\nmetrics, config and checkpoint written to {run_dir}")
+    # Only a trained model has a checkpoint (fit reports the step it selected).
+    written = "metrics, config and checkpoint" if "best_step" in results else "metrics and config"
+    print(f"\n{written} written to {run_dir}")
     if role.task_type is not None:
         # Everything is written. Interpreter teardown can block in TensorFlow's gRPC
         # server and coordination service once a peer has gone, so a cluster
