@@ -7,7 +7,7 @@
 Generates a synthetic dataset of Taobao's size (ComiRec's split: 1,708,530
 items, 976,779 users, 85M interactions; item ids popularity-ranked with a Zipf
 law, sequence lengths 20-155, mean 87), then trains the configured model through
-``dmi_tf.train.fit`` — the real input stream, loss, optimizer and checkpoints — for
+``dmi_tf.training.fit`` — the real input stream, loss, optimizer and checkpoints — for
 ``--steps`` steps. Evaluation is not the point here: validation uses 256 users.
 
 Reports steady-state training throughput (sequences per second, Keras epochs
@@ -31,7 +31,7 @@ import tensorflow as tf
 from dmi_tf import config as config_lib
 from dmi_tf.data.dataset import Dataset, SplitData
 from dmi_tf.models import build_model
-from dmi_tf.train import fit
+from dmi_tf.training import fit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality import run_header, write_section

@@ -21,8 +21,10 @@ import tensorflow as tf
 
 from dmi_tf import config as config_lib
 from dmi_tf import distribute
+from dmi_tf.data.loading import load_data
 from dmi_tf.models import build_model
-from dmi_tf.train import compile_for_training, load_data, training_stream
+from dmi_tf.optimizers import compile_for_training
+from dmi_tf.training import training_stream
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality import run_header, write_section

@@ -13,7 +13,9 @@ import os
 import tensorflow as tf
 
 from dmi_tf import config as config_lib
+from dmi_tf.data.loading import load_data
 from dmi_tf.errors import UserError
+from dmi_tf.models import build_model
 
 
 @dataclasses.dataclass
@@ -53,10 +55,6 @@ def load_run(run_dir: str, overrides: list[str] | tuple = ()) -> Run:
     Raises:
       UserError: the directory is not a finished run (the message names what is missing).
     """
-    # Imported here: train imports models, which import this module's users.
-    from dmi_tf.models import build_model
-    from dmi_tf.train import load_data
-
     config_path = os.path.join(run_dir, "config.yaml")
     vocab_path = os.path.join(run_dir, "vocabulary.txt")
     for path in (config_path, vocab_path):

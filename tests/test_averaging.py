@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from dmi_tf import config as config_lib
-from dmi_tf import train
+from dmi_tf import optimizers, training
 from dmi_tf.data.synthetic import synthetic_dataset
 from dmi_tf.models import build_model
 
@@ -22,12 +22,12 @@ def test_averaged_weights_swaps_the_average_in_and_back_out():
     average = [optimizer._model_variables_moving_average[
         optimizer._index_dict[optimizer._var_key(v)]].numpy() for v in model.trainable_variables]
     assert not np.allclose(raw[0], average[0])  # else the test could not fail
-    with train.averaged_weights(model):
+    with optimizers.averaged_weights(model):
         for v, a in zip(model.trainable_variables, average, strict=True):
             np.testing.assert_array_equal(v.numpy(), a)
     for v, r in zip(model.trainable_variables, raw, strict=True):
         np.testing.assert_array_equal(v.numpy(), r)
-    with train.averaged_weights(model):  # the averages were put back unchanged too
+    with optimizers.averaged_weights(model):  # the averages were put back unchanged too
         np.testing.assert_array_equal(model.trainable_variables[0].numpy(), average[0])
 
 
@@ -35,7 +35,7 @@ def test_averaged_weights_is_a_no_op_without_a_moving_average():
     model = tf.keras.Sequential([tf.keras.layers.Dense(3, input_shape=(4,))])
     model.compile("adam", "mse")
     before = model.trainable_variables[0].numpy()
-    with train.averaged_weights(model):
+    with optimizers.averaged_weights(model):
         np.testing.assert_array_equal(model.trainable_variables[0].numpy(), before)
 
 
@@ -53,9 +53,9 @@ def _trained_distance(tmp_path, momentum):
     model.interests(tf.zeros([1, config.data.max_length], tf.int32))
     initial = [v.numpy() for v in model.trainable_variables]
     seen = []
-    train.fit(model, config, dataset, str(tmp_path / f"run-{momentum}"),
-              lambda: seen.append([v.numpy() for v in model.trainable_variables]) or {
-                  "recall@50": float(len(seen))}, verbose=0)
+    training.fit(model, config, dataset, str(tmp_path / f"run-{momentum}"),
+                 lambda: seen.append([v.numpy() for v in model.trainable_variables]) or {
+                     "recall@50": float(len(seen))}, verbose=0)
     distance = max(float(np.abs(v.numpy() - w).max())
                    for v, w in zip(model.trainable_variables, initial, strict=True))
     validated = max(float(np.abs(v - w).max()) for v, w in zip(seen[-1], initial, strict=True))

@@ -161,12 +161,14 @@ def test_partitioner_shards_only_the_item_tables():
 def test_dmi_trains_under_mirrored_strategy(tmp_path):
     """The refiner's generator belongs to the strategy and advances; the run evaluates."""
     from dmi_tf import train
+    from dmi_tf.data.loading import load_data
     from dmi_tf.data.pipeline import evaluation_dataset
     from dmi_tf.evaluate import evaluate
     from dmi_tf.models import build_model
+    from dmi_tf.training import fit
 
     config = train.resolve_config(train.parse_args([*TINY, "distribute.strategy=mirrored"]))
-    dataset = train.load_data(config)
+    dataset = load_data(config)
     strategy = distribute.make_strategy(config.distribute, distribute.Role("mirrored"),
                                         dataset.num_items)
     assert isinstance(strategy, tf.distribute.MirroredStrategy)
@@ -176,8 +178,8 @@ def test_dmi_trains_under_mirrored_strategy(tmp_path):
     assert isinstance(state, tf.distribute.DistributedValues)
     before = state.numpy().copy()
     valid = evaluation_dataset(dataset.valid, config.data.max_length, 64)
-    results = train.fit(model, config, dataset, str(tmp_path),
-                        lambda: evaluate(model, valid, (20, 50)), verbose=0, strategy=strategy)
+    results = fit(model, config, dataset, str(tmp_path),
+                  lambda: evaluate(model, valid, (20, 50)), verbose=0, strategy=strategy)
     assert results["steps"] == 8 and [h["step"] for h in results["history"]] == [8]
     assert not np.array_equal(state.numpy(), before)  # the noise was drawn in training
     assert 0 <= evaluate(model, valid, (20, 50))["recall@50"] <= 1
@@ -293,6 +295,8 @@ def train_step_graph(optimizer):
     from dmi_tf import train
     from dmi_tf.data.dataset import Dataset, SplitData
     from dmi_tf.models import build_model
+    from dmi_tf.optimizers import compile_for_training
+    from dmi_tf.training import training_stream
 
     num_items = 997  # a prime no other dimension shares
     rng = np.random.default_rng(0)
@@ -303,8 +307,8 @@ def train_step_graph(optimizer):
     config = train.resolve_config(train.parse_args(
         [*TINY, f"train.optimizer={optimizer}"]))
     model = build_model(config, num_items, dataset.train)
-    train.compile_for_training(model, config)
-    stream = train.training_stream(model, config, dataset)
+    compile_for_training(model, config)
+    stream = training_stream(model, config, dataset)
     graph = tf.function(model.train_step).get_concrete_function(stream.element_spec).graph
     return graph, num_items
 
@@ -325,7 +329,7 @@ def test_train_step_makes_no_batch_by_items_tensor(optimizer):
 
 
 def test_lazy_adam_moves_only_the_rows_a_batch_touched():
-    from dmi_tf.train import LazyAdam
+    from dmi_tf.optimizers import LazyAdam
 
     def run(optimizer_cls):
         table = tf.Variable(tf.ones([4, 2]))

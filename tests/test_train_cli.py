@@ -137,3 +137,21 @@ def test_table_lists_model_and_baseline_per_split():
     assert [line.split()[:2] for line in lines[2:]] == [
         ["most_popular", "valid"], ["m", "valid"], ["most_popular", "test"], ["m", "test"]]
     assert np.isclose(float(lines[2].split()[2]), 0.5)
+
+
+def test_table_of_a_most_popular_run_lists_its_rows_once():
+    metrics = {name: 0.5 for name in ("recall@50", "hit_rate@50", "ndcg@50")} | {"users": 3}
+    table = train.format_table({"model": "most_popular", "valid": metrics, "test": metrics,
+                                "baselines": {"most_popular": {"valid": metrics,
+                                                               "test": metrics}}}, [50])
+    assert [line.split()[:2] for line in table.splitlines()[2:]] == [
+        ["most_popular", "valid"], ["most_popular", "test"]]
+
+
+def test_run_without_a_checkpoint_does_not_claim_one(tmp_path, capsys):
+    run_dir = str(tmp_path / "mp")
+    assert train.main(["--model", "most_popular", "--out", run_dir, *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert f"metrics and config written to {run_dir}" in out
+    assert "checkpoint written" not in out
+    assert not os.path.exists(os.path.join(run_dir, "checkpoints"))
