@@ -300,11 +300,18 @@ class Config:
             (self.loss.hard_negative_beta == 0 or self.loss.kind != "in_batch",
              "loss.hard_negative_beta", "needs loss.kind sampled_softmax or full_softmax"),
             (self.loss.routing_weight >= 0, "loss.routing_weight", "must be >= 0"),
+            (self.loss.routing_weight == 0
+             or self.model.name in ("comirec_sa", "comirec_dr", "mind", "dmi"),
+             "loss.routing_weight", "needs a multi-interest model (comirec_sa, comirec_dr, "
+             "mind or dmi): it regularises how interests weigh history items"),
             (self.loss.temperature > 0, "loss.temperature", "must be > 0"),
             (self.eval.diversity_weight >= 0, "eval.diversity_weight", "must be >= 0"),
             (self.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
             (self.train.learning_rate > 0, "train.learning_rate", "must be > 0"),
             (self.train.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
+            (self.train.weight_decay == 0 or self.train.optimizer == "adam",
+             "train.weight_decay", "needs train.optimizer adam (AdamW decays every row; "
+             "lazy_adam updates only the rows a batch touches)"),
             (self.train.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),
             (self.train.epochs_per_eval is None or self.train.epochs_per_eval > 0,
              "train.epochs_per_eval", "must be null or > 0"),

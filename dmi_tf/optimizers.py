@@ -1,8 +1,10 @@
-"""The training optimizer (Adam, or LazyAdam for large item tables) and its weight average."""
+"""The training optimizer (Adam, AdamW, or LazyAdam for large item tables), its learning-rate
+schedule, and its weight average."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 
 import tensorflow as tf
 
@@ -69,14 +71,60 @@ def averaged_weights(model: tf.keras.Model):
         swap()
 
 
-def compile_for_training(model: tf.keras.Model, config: config_lib.Config) -> None:
-    """The configured Adam and learning rate, XLA choice and steps per execution.
+class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then constant or cosine to 0.
+
+    ``lr(s) = peak · s / warmup`` for ``s < warmup``; after it, ``peak`` (``decay_steps``
+    None) or ``peak · (1 + cos(π · min(1, (s - warmup) / (decay_steps - warmup)))) / 2``.
+    It reads the optimizer's step counter, so a resumed run continues the schedule.
+    """
+
+    def __init__(self, peak: float, warmup_steps: int = 0, decay_steps: int | None = None):
+        self.peak, self.warmup_steps, self.decay_steps = peak, warmup_steps, decay_steps
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        lr = tf.constant(self.peak, tf.float32)
+        if self.decay_steps is not None:
+            span = max(self.decay_steps - self.warmup_steps, 1)
+            done = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+            lr = lr * 0.5 * (1.0 + tf.cos(math.pi * done))
+        if self.warmup_steps:
+            lr = lr * tf.minimum(1.0, (step + 1.0) / self.warmup_steps)
+        return lr
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "decay_steps": self.decay_steps}
+
+
+def learning_rate(config: config_lib.TrainConfig, max_steps: int):
+    """The configured learning rate: a float, or a :class:`WarmupCosine` schedule."""
+    if not config.warmup_steps and config.lr_schedule == "constant":
+        return config.learning_rate
+    return WarmupCosine(config.learning_rate, config.warmup_steps,
+                        max_steps if config.lr_schedule == "cosine" else None)
+
+
+def compile_for_training(model: tf.keras.Model, config: config_lib.Config,
+                         max_steps: int | None = None) -> None:
+    """The configured optimizer and learning rate, XLA choice and steps per execution.
 
     Under a strategy, call it in ``strategy.scope()`` (the optimizer's variables
     belong to the strategy).
+
+    Args:
+      max_steps: the step budget a cosine schedule decays over (default ``train.max_steps``).
     """
     tc = config.train
-    optimizer = (LazyAdam if tc.optimizer == "lazy_adam" else tf.keras.optimizers.Adam)
+    rate = learning_rate(tc, max_steps or tc.max_steps)
     ema = {"use_ema": True, "ema_momentum": tc.ema_momentum} if tc.ema_momentum else {}
-    model.compile(optimizer=optimizer(tc.learning_rate, **ema),
-                  jit_compile=tc.jit_compile, steps_per_execution=tc.steps_per_execution)
+    if tc.weight_decay:
+        # Decoupled decay (Loshchilov & Hutter): w -= lr · wd · w, apart from Adam's step.
+        optimizer = tf.keras.optimizers.AdamW(rate, weight_decay=tc.weight_decay, **ema)
+    elif tc.optimizer == "lazy_adam":
+        optimizer = LazyAdam(rate, **ema)
+    else:
+        optimizer = tf.keras.optimizers.Adam(rate, **ema)
+    model.compile(optimizer=optimizer, jit_compile=tc.jit_compile,
+                  steps_per_execution=tc.steps_per_execution)

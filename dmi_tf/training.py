@@ -3,7 +3,6 @@ stops improving (resuming an unfinished run, under any ``tf.distribute`` strateg
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -12,6 +11,7 @@ import tensorflow as tf
 
 from dmi_tf import config as config_lib
 from dmi_tf import distribute
+from dmi_tf.budget import training_budget
 from dmi_tf.callbacks import BackupCallback, ValidationCallback, restore_backup
 from dmi_tf.data.pipeline import training_dataset
 from dmi_tf.optimizers import compile_for_training
@@ -61,9 +61,10 @@ def fit(model: tf.keras.Model, config: config_lib.Config, dataset, run_dir: str,
     tc = config.train
     strategy = strategy or tf.distribute.get_strategy()
     role = role or distribute.Role(config.distribute.strategy)
-    checkpoint_steps = tc.checkpoint_steps or tc.steps_per_eval
+    budget = training_budget(config, dataset.train)
+    checkpoint_steps = budget.checkpoint_steps
     with strategy.scope():
-        compile_for_training(model, config)
+        compile_for_training(model, config, budget.max_steps)
         # Every variable the forward pass owns exists before a restore.
         model.interests(tf.zeros([1, config.data.max_length], tf.int32))
     checkpoint = tf.train.Checkpoint(model=model)
@@ -71,7 +72,7 @@ def fit(model: tf.keras.Model, config: config_lib.Config, dataset, run_dir: str,
                                          max_to_keep=1, checkpoint_name="best")
     log_dir = os.path.join(run_dir, "tensorboard")
     callback = ValidationCallback(
-        validate, config.eval.selection_metric, tc.patience, tc.steps_per_eval, manager,
+        validate, config.eval.selection_metric, tc.patience, budget.steps_per_eval, manager,
         tf.summary.create_file_writer(os.path.join(log_dir, "validation")), tc.batch_size,
         checkpoint_steps, strategy)
     backup_dir = os.path.join(run_dir, "backup")
@@ -83,9 +84,9 @@ def fit(model: tf.keras.Model, config: config_lib.Config, dataset, run_dir: str,
     if progress is not None:
         callback.load_state(progress["validation"])
         spent = float(progress["train_seconds"])
-    epochs = math.ceil(tc.max_steps / tc.steps_per_eval) * tc.steps_per_eval // checkpoint_steps
-    print(f"training {config.model.name}: up to {epochs * checkpoint_steps:,} steps of "
-          f"{tc.batch_size}, validation every {tc.steps_per_eval:,} steps", flush=True)
+    epochs = budget.max_steps // checkpoint_steps
+    print(f"training {config.model.name} with batches of {tc.batch_size}: "
+          f"{budget.describe()}", flush=True)
     if restored:
         print(f"resuming from step {step:,} ({restored})", flush=True)
     if distribute.is_parameter_server(strategy):
@@ -103,13 +104,14 @@ def fit(model: tf.keras.Model, config: config_lib.Config, dataset, run_dir: str,
         model.fit(train, epochs=epochs, initial_epoch=step // checkpoint_steps,
                   steps_per_epoch=checkpoint_steps,
                   callbacks=[*callbacks, callback, backup, tf.keras.callbacks.TensorBoard(
-                      log_dir, update_freq=_tensorboard_frequency(strategy, tc.steps_per_eval),
+                      log_dir, update_freq=_tensorboard_frequency(strategy, budget.steps_per_eval),
                       profile_batch=0)],
                   verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
     train_seconds = spent + time.perf_counter() - t0
     callback.writer.flush()
     checkpoint.restore(manager.latest_checkpoint).expect_partial()
-    return {"best_step": callback.best_step, "steps": len(callback.history) * tc.steps_per_eval,
+    return {"best_step": callback.best_step,
+            "steps": len(callback.history) * budget.steps_per_eval,
             "train_seconds": round(train_seconds, 1), "history": callback.history}
 
 
