@@ -6,6 +6,7 @@ histories in, string ids out), built in this file; the end-to-end test with a
 trained and exported model is in ``test_serving_e2e.py``.
 """
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import grpc
 import numpy as np
@@ -30,8 +33,10 @@ from tensorflow_serving.apis import (
 )
 
 from serving import client as client_lib
+from serving import contract, tensors
 from serving import server as server_lib
-from serving import tensors
+from serving.server import cli as server_cli
+from serving.server.batching import Batcher
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K, L, TOP, D = 2, 5, 8, 8
@@ -109,7 +114,7 @@ def write_contract_model(path, vocab, seed=0, warmup_signature="topk"):
         "user_interests": module.user_interests, "explain": module.explain})
     if warmup_signature:
         os.makedirs(os.path.join(tmp, "assets.extra"))
-        with tf.io.TFRecordWriter(os.path.join(tmp, server_lib.WARMUP_FILE)) as writer:
+        with tf.io.TFRecordWriter(os.path.join(tmp, contract.WARMUP_FILE)) as writer:
             for signature in (warmup_signature, "user_interests", "explain"):
                 request = predict_pb2.PredictRequest()
                 request.model_spec.name = "dmi"
@@ -287,19 +292,20 @@ def test_rest_client_equals_grpc(client, server):
     assert info.value.code == grpc.StatusCode.NOT_FOUND
 
 
-def test_rest_api_formats_and_errors(server):
-    import json
-    import urllib.error
-    import urllib.request
+def rest_post(server, path, body):
+    """POSTs JSON to the server's REST port; returns (HTTP status, JSON answer)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}",
+                                     data=json.dumps(body).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
+
+def test_rest_api_formats_and_errors(server):
     def post(path, body):
-        request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}",
-                                         data=json.dumps(body).encode(), method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+        return rest_post(server, path, body)
 
     status, body = post("/v1/models/dmi:predict", {"instances": [["item001", ""], ["item002",
                                                                                    "item003"]]})
@@ -318,6 +324,26 @@ def test_rest_api_formats_and_errors(server):
     assert status == 404 and "Servable not found" in body["error"]
     status, body = post("/v1/models/dmi:predict", {"foo": 1})
     assert status == 400 and "instances" in body["error"]
+
+
+def test_rest_requests_are_checked_by_the_grpc_validation(server, stub):
+    # The same bad request over both APIs: one validation, so one status and one message.
+    renamed = predict_request([["item001"]])
+    renamed.inputs["histories"].CopyFrom(renamed.inputs.pop("history"))
+    extra = predict_request([["item001"]])
+    extra.inputs["extra"].CopyFrom(extra.inputs["history"])
+    cases = [
+        ({"instances": [[1, 2]]},
+         predict_request(np.array([[1, 2]], np.int64), dtype=types_pb2.DT_INT64)),
+        ({"inputs": ["item001", "item002"]}, predict_request(["item001", "item002"])),
+        ({"inputs": {"histories": [["item001"]]}}, renamed),
+        ({"inputs": {"history": [["item001"]], "extra": [["item001"]]}}, extra),
+    ]
+    for body, request in cases:
+        error = rpc_error(stub.Predict, request)
+        status, answer = rest_post(server, "/v1/models/dmi/versions/1:predict",
+                                   {"signature_name": "topk", **body})
+        assert (status, answer["error"]) == (400, error.details())
 
 
 # --------------------------------------------------------------------------- bad requests
@@ -493,7 +519,7 @@ def test_batcher_joins_pads_splits_and_bounds_its_queue():
                                          num_batch_threads=1, max_enqueued_batches=3,
                                          pad_variable_length_inputs=True,
                                          enable_large_batch_splitting=True)
-    batcher = server_lib.Batcher(options, run)
+    batcher = Batcher(options, run)
     try:
         a = batcher.submit("k", {"x": np.array([[b"a"]], dtype=object)}, 1)
         b = batcher.submit("k", {"x": np.array([[b"b", b"c"], [b"d", b"e"]], dtype=object)}, 2)
@@ -520,7 +546,7 @@ def test_batcher_joins_pads_splits_and_bounds_its_queue():
     finally:
         gate.set()
         batcher.stop()
-    strict = server_lib.Batcher(server_lib.BatchingOptions(max_batch_size=2), run)
+    strict = Batcher(server_lib.BatchingOptions(max_batch_size=2), run)
     try:
         with pytest.raises(server_lib.ServingError, match="larger than maximum input batch"):
             strict.submit("k", {"x": np.zeros((3, 1))}, 3)
@@ -644,13 +670,13 @@ def test_client_cli(server, capsys):
 
 
 def test_server_cli_errors(tmp_path, capsys):
-    assert server_lib.main(["--model_base_path", str(tmp_path / "missing")]) == 2
+    assert server_cli.main(["--model_base_path", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert server_lib.main(["--model_config_file", str(tmp_path / "missing.config")]) == 2
+    assert server_cli.main(["--model_config_file", str(tmp_path / "missing.config")]) == 2
     assert "cannot read --model_config_file" in capsys.readouterr().err
     (tmp_path / "models.config").write_text(
         'model_config_list { config { name: "dmi" base_path: "/models/dmi" } }')
-    assert server_lib.main(["--model_config_file", str(tmp_path / "models.config")]) == 2
+    assert server_cli.main(["--model_config_file", str(tmp_path / "models.config")]) == 2
     assert "--base-path-prefix" in capsys.readouterr().err
 
 
@@ -697,9 +723,11 @@ def test_sigterm_finishes_in_flight_requests(tmp_path):
 
 
 def test_serving_does_not_import_dmi_tf():
-    for name in ("server.py", "client.py", "tensors.py", "__init__.py"):
-        source = open(os.path.join(REPO, "serving", name), encoding="utf-8").read()
-        assert not re.search(r"^\s*(from|import)\s+(dmi_tf|export)\b", source, re.M), name
+    for folder, _, files in os.walk(os.path.join(REPO, "serving")):
+        for name in files:
+            if name.endswith(".py"):
+                source = open(os.path.join(folder, name), encoding="utf-8").read()
+                assert not re.search(r"^\s*(from|import)\s+(dmi_tf|export)\b", source, re.M), name
 
 
 def test_model_spec_proto_is_the_tf_serving_one():

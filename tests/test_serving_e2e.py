@@ -26,6 +26,7 @@ from dmi_tf.runs import load_run
 from dmi_tf.train import train_and_evaluate
 from serving import client as client_lib
 from serving import server as server_lib
+from serving.server import cli as server_cli
 
 exporter = pytest.importorskip("export.exporter")
 
@@ -59,9 +60,9 @@ def served(run_dir, tmp_path_factory):
     export(run_dir, base)
     with open(os.path.join(base, "batching_parameters.txt"), encoding="utf-8") as f:
         batching = server_lib.BatchingOptions.from_text(f.read())
-    args = server_lib.build_parser().parse_args(
+    args = server_cli.build_parser().parse_args(
         ["--model_config_file", os.path.join(base, "models.config")])
-    models = server_lib._models_from_args(args)
+    models = server_cli.models_from_args(args)
     assert models == {"dmi": os.path.join(base, "dmi")}
     server = server_lib.ModelServer(models, batching, poll_seconds=0.2)
     server.start(port=0, rest_port=-1, log_interval=0)
@@ -168,7 +169,7 @@ def test_scann_export_is_served_by_a_server_process_that_never_imports_dmi_tf(ru
     export(run_dir, base, index_config=exhaustive_scann(len(run.vocabulary) - 1))
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     process = subprocess.Popen(
-        [sys.executable, "-c", "import sys, serving.server as s; code = s.main(); "
+        [sys.executable, "-c", "import sys, serving.server.cli as s; code = s.main(); "
          "assert not [m for m in sys.modules if m.split('.')[0] in ('dmi_tf', 'export')]; "
          "sys.exit(code)", "--model_base_path", os.path.join(base, "dmi"), "--port", "0",
          "--model_name", "dmi", "--enable_model_warmup", "false"],  # the export replayed it
