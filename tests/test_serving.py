@@ -35,6 +35,8 @@ from tensorflow_serving.apis import (
 from serving import client as client_lib
 from serving import contract, tensors
 from serving import server as server_lib
+from serving.client import cli as client_cli
+from serving.client.base import BaseClient
 from serving.server import cli as server_cli
 from serving.server.batching import Batcher
 
@@ -564,7 +566,7 @@ def test_batching_parameters_file_is_parsed():
         server_lib.BatchingOptions.from_text("max_batch { value: 1 }")
 
 
-class _FlakyClient(client_lib._Client):
+class _FlakyClient(BaseClient):
     def __init__(self, failures, code=grpc.StatusCode.UNAVAILABLE):
         super().__init__("dmi", None, timeout=5, max_attempts=4, backoff=0.01, max_backoff=0.02,
                          users_per_request=2)
@@ -653,19 +655,19 @@ def test_new_version_is_swapped_in_without_a_failed_request(server, model_base):
 
 def test_client_cli(server, capsys):
     target = f"127.0.0.1:{server.port}"
-    assert client_lib.main(["--target", target, "--model", "dmi", "--history",
+    assert client_cli.main(["--target", target, "--model", "dmi", "--history",
                             "item001,item002", "--k", "3"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("user 0 (model version") and len(out.strip().splitlines()) == 4
-    assert client_lib.main(["--target", target, "--model", "dmi", "--history", "a",
+    assert client_cli.main(["--target", target, "--model", "dmi", "--history", "a",
                             "--k", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: k must be a positive integer")
-    assert client_lib.main(["--target", target, "--model", "nope", "--history", "a"]) == 2
+    assert client_cli.main(["--target", target, "--model", "nope", "--history", "a"]) == 2
     assert "NOT_FOUND" in capsys.readouterr().err
-    assert client_lib.main(["--rest", f"127.0.0.1:{server.rest_port}", "--model", "dmi",
+    assert client_cli.main(["--rest", f"127.0.0.1:{server.rest_port}", "--model", "dmi",
                             "--call", "health"]) == 0
     assert capsys.readouterr().out.strip() == "AVAILABLE"
-    assert client_lib.main(["--target", target, "--model", "dmi", "--call", "explain",
+    assert client_cli.main(["--target", target, "--model", "dmi", "--call", "explain",
                             "--history", "item001", "--json"]) == 0
 
 
