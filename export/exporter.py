@@ -42,9 +42,14 @@ from dmi_tf.io_utils import atomic_write_text
 from dmi_tf.retrieval import retrieve
 from dmi_tf.runs import load_run
 from export import gpu_check, tf_serving
-from export.serving_module import SIGNATURES, ServingModule, write_vocabulary_asset
+from export.serving_module import ServingModule, write_vocabulary_asset
+from serving import contract
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The item table for an external index, in the version's assets.extra/: row i of the
+# embeddings is the raw id on line i of the ids.
+ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
+ITEM_IDS_FILE = "item_ids.txt"
 
 SCANN_CAVEAT = (
     "this export uses ScaNN custom ops (op namespace 'Scann'): stock TF-Serving "
@@ -240,21 +245,21 @@ def _write_version(tmp, run_dir, run, model, index, vocabulary, table, name, ver
     histories = _sample_histories(run, length)
     strings = np.asarray(vocabulary, dtype=object)[histories]
     records = tf_serving.warmup_records(
-        name, strings, tf_serving.allowed_batch_sizes(serving.max_batch_size), SIGNATURES)
-    tf_serving.write_warmup(os.path.join(tmp, tf_serving.WARMUP_FILE), records)
+        name, strings, tf_serving.allowed_batch_sizes(serving.max_batch_size), contract.SIGNATURES)
+    tf_serving.write_warmup(os.path.join(tmp, contract.WARMUP_FILE), records)
     loaded = tf.saved_model.load(tmp)
     count = tf_serving.replay_warmup(tmp, loaded)
     _log(f"warm-up: {count} records replayed through the SavedModel")
     _check_parity(loaded, model, index, table, histories, strings, vocabulary, k)
 
-    extra = os.path.join(tmp, "assets.extra")
-    np.save(os.path.join(extra, "item_embeddings.npy"), table[1:])
-    with open(os.path.join(extra, "item_ids.txt"), "w", encoding="utf-8", newline="\n") as f:
+    extra = os.path.join(tmp, contract.ASSETS_EXTRA)
+    np.save(os.path.join(extra, ITEM_EMBEDDINGS_FILE), table[1:])
+    with open(os.path.join(extra, ITEM_IDS_FILE), "w", encoding="utf-8", newline="\n") as f:
         f.writelines(raw + "\n" for raw in vocabulary[1:])
 
     host_only = {}
     if not index.op_namespaces:
-        host_only = {s: gpu_check.ops_without_gpu_kernel(tmp, s) for s in SIGNATURES}
+        host_only = {s: gpu_check.ops_without_gpu_kernel(tmp, s) for s in contract.SIGNATURES}
         host_only = {s: ops for s, ops in host_only.items() if ops}
         if host_only:
             _log(f"warning: ops without a GPU kernel (they will run on the CPU): {host_only}")
@@ -270,9 +275,10 @@ def _write_version(tmp, run_dir, run, model, index, vocabulary, table, name, ver
         "tensorflow": tf.__version__, "k": k, "num_items": len(vocabulary) - 1,
         "num_interests": int(probe.shape[1]), "embedding_dim": int(table.shape[1]),
         "max_length": length, "index": index.describe(), "exact": index.is_exact(),
-        "requires_custom_ops": list(index.op_namespaces), "signatures": list(SIGNATURES),
+        "requires_custom_ops": list(index.op_namespaces), "signatures": list(contract.SIGNATURES),
         "warmup_records": count,
-        "item_embeddings": "assets.extra/item_embeddings.npy rows = assets.extra/item_ids.txt",
+        "item_embeddings": f"{contract.ASSETS_EXTRA}/{ITEM_EMBEDDINGS_FILE} rows = "
+                           f"{contract.ASSETS_EXTRA}/{ITEM_IDS_FILE}",
     }
     with open(os.path.join(extra, "export.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
@@ -315,9 +321,9 @@ def topk_differences(got_ids, got_scores, want_ids, want_scores, tol: float = 1e
 
 def _check_parity(loaded, model, index, table, histories, strings, vocabulary, k) -> None:
     """The loaded ``topk`` must answer what the Python model does (exact index), or say why not."""
-    out = loaded.signatures["topk"](history=tf.constant(strings.astype(bytes)))
-    got_ids = out["item_ids"].numpy().astype(str)
-    got_scores = out["scores"].numpy()
+    out = loaded.signatures[contract.TOPK](**{contract.HISTORY: tf.constant(strings.astype(bytes))})
+    got_ids = out[contract.ITEM_IDS].numpy().astype(str)
+    got_scores = out[contract.SCORES].numpy()
     interests = model.interests(tf.constant(histories))
     if index.is_exact():
         scores, rows = retrieve(interests, table, k, block_size=index.block_size)

@@ -1,7 +1,7 @@
 """The exported SavedModel: raw string item ids in, raw string item ids out.
 
-Signatures (every input and output has a leading batch dimension, as
-TF-Serving's server-side batching needs):
+Signatures (names from :mod:`serving.contract`; every input and output has a
+leading batch dimension, as TF-Serving's server-side batching needs):
 
 * ``serving_default`` and ``topk``: ``history`` string ``[batch, None]`` ->
   ``item_ids`` string ``[batch, k]`` ("" in empty slots) and ``scores``
@@ -29,9 +29,7 @@ import tensorflow as tf
 
 from dmi_tf.errors import UserError
 from dmi_tf.index import TopKIndex
-
-HISTORY = "history"
-SIGNATURES = ("serving_default", "topk", "user_interests", "explain")
+from serving import contract
 
 # The file name of the vocabulary asset inside the SavedModel's assets/.
 VOCABULARY_ASSET = "vocabulary.txt"
@@ -103,16 +101,16 @@ class ServingModule(tf.Module):
                 self.vocabulary, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,
                 tf.lookup.TextFileIndex.WHOLE_LINE, vocab_size=num_items - 1),
             default_value="")
-        spec = [tf.TensorSpec([None, None], tf.string, name=HISTORY)]
+        spec = [tf.TensorSpec([None, None], tf.string, name=contract.HISTORY)]
         self.topk = tf.function(self._topk, input_signature=spec)
         self.user_interests = tf.function(self._user_interests, input_signature=spec)
         self.explain = tf.function(self._explain, input_signature=spec)
 
     def signatures(self) -> dict:
         topk = self.topk.get_concrete_function()
-        return {"serving_default": topk, "topk": topk,
-                "user_interests": self.user_interests.get_concrete_function(),
-                "explain": self.explain.get_concrete_function()}
+        return {contract.SERVING_DEFAULT: topk, contract.TOPK: topk,
+                contract.USER_INTERESTS: self.user_interests.get_concrete_function(),
+                contract.EXPLAIN: self.explain.get_concrete_function()}
 
     # --- wire format <-> item rows -------------------------------------------------
 
@@ -146,15 +144,15 @@ class ServingModule(tf.Module):
     def _topk(self, history):
         interests = self._untracked.model.interests(self.history_rows(history))
         scores, rows = self.index.retrieve(interests, self.k)
-        return {"item_ids": self.item_ids(rows), "scores": scores}
+        return {contract.ITEM_IDS: self.item_ids(rows), contract.SCORES: scores}
 
     def _user_interests(self, history):
         rows = self.history_rows(history)
-        return {"interests": self._untracked.model.interests(rows),
-                "coarse_interests": self._untracked.model.coarse_interests(rows)}
+        return {contract.INTERESTS: self._untracked.model.interests(rows),
+                contract.COARSE_INTERESTS: self._untracked.model.coarse_interests(rows)}
 
     def _explain(self, history):
         rows = self.history_rows(history)
         weights = self._untracked.model.explain(rows)  # [B, K, L]
         used = tf.where(weights > 0, rows[:, tf.newaxis, :], -1)
-        return {"items": self.item_ids(used), "weights": weights}
+        return {contract.ITEMS: self.item_ids(used), contract.WEIGHTS: weights}

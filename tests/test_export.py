@@ -38,7 +38,7 @@ from dmi_tf.train import train_and_evaluate
 from export import __main__ as export_cli
 from export import exporter, gpu_check, tf_serving
 from export.exporter import export_run
-from export.serving_module import SIGNATURES
+from serving import contract
 
 K_OUT = 50  # items returned by the exported topk
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -249,7 +249,7 @@ def test_saved_model_cli_lists_every_signature_with_documented_dtypes_and_shapes
 def test_every_op_of_the_exact_export_has_a_gpu_kernel_or_is_a_host_op(exports):
     for model in ("dmi", "comirec_sa", "youtube_dnn"):
         result, log = exports[model]
-        for signature in SIGNATURES:
+        for signature in contract.SIGNATURES:
             assert gpu_check.ops_without_gpu_kernel(result.path, signature) == {}, signature
         assert result.host_only_ops == {}
         assert "GPU check: every op" in log
@@ -295,10 +295,11 @@ def test_gpu_check_reports_an_op_without_gpu_kernel(tmp_path):
 
 def test_warmup_records_parse_and_replay(exports, tmp_path):
     result, log = exports["comirec_sa"]
-    path = os.path.join(result.path, tf_serving.WARMUP_FILE)
+    path = os.path.join(result.path, contract.WARMUP_FILE)
     records = tf_serving.read_warmup(path)
-    assert 0 < len(records) <= tf_serving.MAX_WARMUP_RECORDS
-    assert {r.predict_log.request.model_spec.signature_name for r in records} == set(SIGNATURES)
+    assert 0 < len(records) <= contract.MAX_WARMUP_RECORDS
+    signatures = {r.predict_log.request.model_spec.signature_name for r in records}
+    assert signatures == set(contract.SIGNATURES)
     sizes = {tf.make_ndarray(r.predict_log.request.inputs["history"]).shape[0] for r in records}
     assert sizes == set(tf_serving.allowed_batch_sizes(128))
     for r in records:
@@ -313,7 +314,7 @@ def test_warmup_records_parse_and_replay(exports, tmp_path):
     shutil.copytree(result.path, copy)
     bad = records[:3]
     bad[2].predict_log.request.model_spec.signature_name = "no_such_signature"
-    tf_serving.write_warmup(os.path.join(copy, tf_serving.WARMUP_FILE), bad)
+    tf_serving.write_warmup(os.path.join(copy, contract.WARMUP_FILE), bad)
     with pytest.raises(tf_serving.ExportError, match=r"warm-up record 2 .*no_such_signature"):
         tf_serving.replay_warmup(copy)
     with pytest.raises(tf_serving.ExportError, match="at most 1000"):
