@@ -27,6 +27,7 @@ import types
 
 import tensorflow as tf
 
+from dmi_tf.data.pipeline import history_window
 from dmi_tf.errors import UserError
 from dmi_tf.index import TopKIndex
 from serving import contract
@@ -117,23 +118,20 @@ class ServingModule(tf.Module):
     def history_rows(self, history: tf.Tensor) -> tf.Tensor:
         """Raw ids string ``[B, T]`` -> the model's input int32 ``[B, L]``.
 
-        Real items keep their order; "" and unknown ids are dropped; of more
-        than ``L`` real items the last ``L`` are kept; the result is
-        left-aligned and padded with 0, exactly the training layout.
+        "" and unknown ids are dropped; of the known ids, in order, the last
+        ``L`` are kept, left-aligned and padded with 0: training's own window
+        (``history_window``).
         """
         rows = tf.cast(self._row_of.lookup(history) + 1, tf.int32)  # 0 = padding / unknown
-        real = rows > 0
-        width = tf.shape(rows)[1]
-        position = tf.range(width)[tf.newaxis, :]
-        # Real items first, in order (distinct keys, so the sort is a permutation).
-        order = tf.argsort(tf.where(real, position, position + width), axis=1)
-        packed = tf.gather(rows, order, batch_dims=1)
-        # At least L columns, so the window below never reads past the end.
-        packed = tf.pad(packed, [[0, 0], [0, tf.maximum(self.max_length - width, 0)]])
-        count = tf.reduce_sum(tf.cast(real, tf.int32), axis=1, keepdims=True)
-        window = tf.maximum(count - self.max_length, 0) + tf.range(self.max_length)[tf.newaxis, :]
-        kept = tf.where(window < count, tf.gather(packed, window, batch_dims=1), 0)
-        return tf.ensure_shape(kept, [None, self.max_length])
+        known = rows > 0
+        count = tf.reduce_sum(tf.cast(known, tf.int32), axis=1)
+        # Every row's known ids back to back, as the training window reads a split. The
+        # leading 0 is not anyone's: the window of a row with no known id reads the slot
+        # before its start (and masks it), which must exist for the first row too.
+        items = tf.concat([[0], tf.boolean_mask(rows, known)], axis=0)
+        end = 1 + tf.cumsum(count)
+        window = history_window(items, end - count, end, self.max_length)
+        return tf.ensure_shape(window, [None, self.max_length])
 
     def item_ids(self, rows: tf.Tensor) -> tf.Tensor:
         """Item rows (any shape; 0 padding and -1 empty give "") -> raw ids, same shape."""
