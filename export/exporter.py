@@ -13,9 +13,10 @@
 
 and then ``MODEL_BASE/models.config`` and ``MODEL_BASE/batching_parameters.txt``.
 
-Atomicity: everything is written into ``MODEL_BASE/<name>/.<version>.partial-<host>-<pid>-*``
-(not all digits, so TF-Serving's file-system source ignores it), checked, and
-renamed to ``<version>`` in one step. A failure or an interrupt removes the
+Atomicity (``dmi_tf.io_utils.published_directory``): everything is written into
+``MODEL_BASE/<name>/.<version>.partial-<host>-<pid>-*`` (not all digits, so
+TF-Serving's file-system source ignores it), checked, and renamed to ``<version>``
+in one step. A failure or an interrupt removes the
 temporary directory; a killed process can only leave that hidden directory
 behind, never a version directory, and the next export on that host removes it.
 """
@@ -38,7 +39,7 @@ import tensorflow as tf
 from dmi_tf.data.pipeline import evaluation_arrays
 from dmi_tf.errors import UserError
 from dmi_tf.index import IndexConfig, build_index
-from dmi_tf.io_utils import atomic_write_text
+from dmi_tf.io_utils import atomic_write_text, published_directory
 from dmi_tf.retrieval import retrieve
 from dmi_tf.runs import load_run
 from export import gpu_check, tf_serving
@@ -205,21 +206,15 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
 
     os.makedirs(model_dir, exist_ok=True)
     remove_abandoned_partials(model_dir)
-    tmp = tempfile.mkdtemp(prefix=f".{version}{_partial_tag()}", dir=model_dir)
     try:
-        # mkdtemp makes it owner-only; a server running as another user must read it.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        result = _write_version(tmp, run_dir, run, model, index, vocabulary, table, name,
-                                version, k, serving)
-        if os.path.exists(final):  # another export took the number meanwhile
-            raise UserError(f"{final} appeared during the export; pass a new --version.")
-        os.rename(tmp, final)
-        _fsync_dir(model_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with published_directory(final, prefix=f".{version}{_partial_tag()}") as tmp:
+            result = _write_version(tmp, run_dir, run, model, index, vocabulary, table, name,
+                                    version, k, serving)
+    except FileExistsError as e:
+        if e.filename != final:
+            raise
+        raise UserError(f"{final} appeared during the export (another export took the number); "
+                        "pass a new --version.") from None
     result.path = final
 
     config_path = os.path.join(model_base, "models.config")
@@ -283,7 +278,6 @@ def _write_version(tmp, run_dir, run, model, index, vocabulary, table, name, ver
     with open(os.path.join(extra, "export.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
         f.write("\n")
-    _fsync_tree(tmp)
     return ExportResult(tmp, version, count, index.describe(), host_only)
 
 
@@ -344,21 +338,3 @@ def _check_parity(loaded, model, index, table, histories, strings, vocabulary, k
         _log(f"ScaNN recall@{k} against the exact index on {len(histories)} validation users: "
              f"{overlap:.4f}")
 
-
-def _fsync_tree(root: str) -> None:
-    for folder, _, files in os.walk(root):
-        for file in files:
-            fd = os.open(os.path.join(folder, file), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(folder)
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

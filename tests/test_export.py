@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from dmi_tf import config as config_lib
 from dmi_tf.data.pipeline import evaluation_arrays
 from dmi_tf.errors import UserError
 from dmi_tf.index import IndexConfig
+from dmi_tf.io_utils import published_directory
 from dmi_tf.retrieval import retrieve
 from dmi_tf.runs import load_run
 from dmi_tf.train import train_and_evaluate
@@ -421,6 +423,22 @@ def test_interrupted_export_leaves_no_version_directory(runs, tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         quiet_export(runs["youtube_dnn"], str(tmp_path), k=10)
     assert os.listdir(tmp_path / "youtube_dnn") == []  # neither a version nor a partial dir
+
+
+def test_published_directory_appears_whole_or_not_at_all(tmp_path):
+    final = tmp_path / "1"
+    with pytest.raises(KeyboardInterrupt), published_directory(final, ".1.partial-") as tmp:
+        (Path(tmp) / "half").write_text("x")
+        raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
+    with published_directory(final, ".1.partial-") as tmp:
+        assert os.path.basename(tmp).startswith(".1.partial-")
+        (Path(tmp) / "whole").write_text("x")
+    assert os.listdir(tmp_path) == ["1"] and os.listdir(final) == ["whole"]
+    final.with_name("2").mkdir()  # an empty directory a rename would silently replace
+    with pytest.raises(FileExistsError), published_directory(final.with_name("2"), ".2.") as tmp:
+        (Path(tmp) / "other").write_text("x")
+    assert sorted(os.listdir(tmp_path)) == ["1", "2"] and os.listdir(tmp_path / "2") == []
 
 
 def test_killed_export_leaves_no_version_directory(runs, tmp_path):
