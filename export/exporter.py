@@ -314,10 +314,22 @@ def topk_differences(got_ids, got_scores, want_ids, want_scores, tol: float = 1e
 
 
 def _check_parity(loaded, model, index, table, histories, strings, vocabulary, k) -> None:
-    """The loaded ``topk`` must answer what the Python model does (exact index), or say why not."""
+    """The loaded ``topk`` must answer what the Python model does (exact index), or say why not.
+
+    Its ids and scores must be the model's retrieval, and its ``known_ids`` each
+    history's count of ids.
+    """
     out = loaded.signatures[contract.TOPK](**{contract.HISTORY: tf.constant(strings.astype(bytes))})
     got_ids = out[contract.ITEM_IDS].numpy().astype(str)
     got_scores = out[contract.SCORES].numpy()
+    # The validation histories hold known ids and 0 (padding, "" on the wire) only.
+    want_known = np.count_nonzero(histories, axis=1)
+    if not np.array_equal(out[contract.KNOWN_IDS].numpy(), want_known):
+        raise tf_serving.ExportError(
+            f"the exported topk signature's {contract.KNOWN_IDS} "
+            f"{out[contract.KNOWN_IDS].numpy()[:8].tolist()}... do not count the known ids of "
+            f"validation histories ({want_known[:8].tolist()}...); nothing was published. "
+            "Please report this with the run.")
     interests = model.interests(tf.constant(histories))
     if index.is_exact():
         scores, rows = retrieve(interests, table, k, block_size=index.block_size)

@@ -4,8 +4,9 @@ Signatures (names from :mod:`serving.contract`; every input and output has a
 leading batch dimension, as TF-Serving's server-side batching needs):
 
 * ``serving_default`` and ``topk``: ``history`` string ``[batch, None]`` ->
-  ``item_ids`` string ``[batch, k]`` ("" in empty slots) and ``scores``
-  float32 ``[batch, k]`` (-inf in empty slots);
+  ``item_ids`` string ``[batch, k]`` ("" in empty slots), ``scores``
+  float32 ``[batch, k]`` (-inf in empty slots) and ``known_ids`` int32
+  ``[batch]`` (how many history ids the vocabulary knows, "" not counted);
 * ``user_interests``: ``history`` -> ``interests`` and ``coarse_interests``
   float32 ``[batch, K, d]``;
 * ``explain``: ``history`` -> ``items`` string ``[batch, K, L]`` (the history
@@ -115,12 +116,13 @@ class ServingModule(tf.Module):
 
     # --- wire format <-> item rows -------------------------------------------------
 
-    def history_rows(self, history: tf.Tensor) -> tf.Tensor:
-        """Raw ids string ``[B, T]`` -> the model's input int32 ``[B, L]``.
+    def history_rows(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Raw ids string ``[B, T]`` -> the model's input int32 ``[B, L]`` and the known count.
 
         "" and unknown ids are dropped; of the known ids, in order, the last
         ``L`` are kept, left-aligned and padded with 0: training's own window
-        (``history_window``).
+        (``history_window``). Also returns int32 ``[B]``, how many ids of each
+        row the vocabulary knows ("" not counted), before the window.
         """
         rows = tf.cast(self._row_of.lookup(history) + 1, tf.int32)  # 0 = padding / unknown
         known = rows > 0
@@ -131,7 +133,7 @@ class ServingModule(tf.Module):
         items = tf.concat([[0], tf.boolean_mask(rows, known)], axis=0)
         end = 1 + tf.cumsum(count)
         window = history_window(items, end - count, end, self.max_length)
-        return tf.ensure_shape(window, [None, self.max_length])
+        return tf.ensure_shape(window, [None, self.max_length]), count
 
     def item_ids(self, rows: tf.Tensor) -> tf.Tensor:
         """Item rows (any shape; 0 padding and -1 empty give "") -> raw ids, same shape."""
@@ -140,17 +142,18 @@ class ServingModule(tf.Module):
     # --- signatures ----------------------------------------------------------------
 
     def _topk(self, history):
-        interests = self._untracked.model.interests(self.history_rows(history))
-        scores, rows = self.index.retrieve(interests, self.k)
-        return {contract.ITEM_IDS: self.item_ids(rows), contract.SCORES: scores}
+        rows, known = self.history_rows(history)
+        scores, items = self.index.retrieve(self._untracked.model.interests(rows), self.k)
+        return {contract.ITEM_IDS: self.item_ids(items), contract.SCORES: scores,
+                contract.KNOWN_IDS: known}
 
     def _user_interests(self, history):
-        rows = self.history_rows(history)
+        rows, _ = self.history_rows(history)
         return {contract.INTERESTS: self._untracked.model.interests(rows),
                 contract.COARSE_INTERESTS: self._untracked.model.coarse_interests(rows)}
 
     def _explain(self, history):
-        rows = self.history_rows(history)
+        rows, _ = self.history_rows(history)
         weights = self._untracked.model.explain(rows)  # [B, K, L]
         used = tf.where(weights > 0, rows[:, tf.newaxis, :], -1)
         return {contract.ITEMS: self.item_ids(used), contract.WEIGHTS: weights}

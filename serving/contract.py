@@ -32,6 +32,7 @@ PADDING = ""
 # Outputs of TOPK (and SERVING_DEFAULT).
 ITEM_IDS = "item_ids"  # string [batch, k], PADDING in empty slots
 SCORES = "scores"  # float32 [batch, k], -inf in empty slots
+KNOWN_IDS = "known_ids"  # int32 [batch]: history ids the vocabulary knows (PADDING not counted)
 # Outputs of USER_INTERESTS.
 INTERESTS = "interests"  # float32 [batch, K, d], refined
 COARSE_INTERESTS = "coarse_interests"  # float32 [batch, K, d], the backbone's
@@ -40,8 +41,8 @@ ITEMS = "items"  # string [batch, K, L], the history item behind each weight
 WEIGHTS = "weights"  # float32 [batch, K, L]
 
 OUTPUTS = {
-    SERVING_DEFAULT: (ITEM_IDS, SCORES),
-    TOPK: (ITEM_IDS, SCORES),
+    SERVING_DEFAULT: (ITEM_IDS, SCORES, KNOWN_IDS),
+    TOPK: (ITEM_IDS, SCORES, KNOWN_IDS),
     USER_INTERESTS: (INTERESTS, COARSE_INTERESTS),
     EXPLAIN: (ITEMS, WEIGHTS),
 }

@@ -184,6 +184,9 @@ def test_fresh_process_answers_what_the_python_model_answers(runs, exports, mode
         np.testing.assert_allclose(np.take_along_axis(true_scores, got_rows, axis=1)[swapped],
                                    scores.numpy()[swapped], rtol=1e-5, atol=1e-5)
     assert out["topk/item_ids"].shape == (len(strings), K_OUT)
+    # Every known id counts, also those older than the last L the model reads.
+    known = [sum(s in row_of and s != "" for s in history) for history in strings]
+    assert out["topk/known_ids"].tolist() == out["serving_default/known_ids"].tolist() == known
 
     np.testing.assert_allclose(out["user_interests/interests"],
                                run.model.interests(tf.constant(rows)).numpy(), rtol=1e-5,
@@ -228,9 +231,11 @@ def test_saved_model_cli_lists_every_signature_with_documented_dtypes_and_shapes
     k_int, length = 4, 20
     expected = {
         "serving_default": {"item_ids": ("DT_STRING", f"(-1, {K_OUT})"),
-                            "scores": ("DT_FLOAT", f"(-1, {K_OUT})")},
+                            "scores": ("DT_FLOAT", f"(-1, {K_OUT})"),
+                            "known_ids": ("DT_INT32", "(-1)")},
         "topk": {"item_ids": ("DT_STRING", f"(-1, {K_OUT})"),
-                 "scores": ("DT_FLOAT", f"(-1, {K_OUT})")},
+                 "scores": ("DT_FLOAT", f"(-1, {K_OUT})"),
+                 "known_ids": ("DT_INT32", "(-1)")},
         "user_interests": {"interests": ("DT_FLOAT", f"(-1, {k_int}, 64)"),
                            "coarse_interests": ("DT_FLOAT", f"(-1, {k_int}, 64)")},
         "explain": {"items": ("DT_STRING", f"(-1, {k_int}, {length})"),

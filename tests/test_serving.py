@@ -52,7 +52,8 @@ def write_contract_model(path, vocab, seed=0, warmup_signature="topk"):
 
     Interest k of a user is an attention-weighted mean of the embeddings of the
     last ``L`` known history items (unknown ids and "" dropped, as the contract
-    says); top-k is the best score of each item over the interests.
+    says); top-k is the best score of each item over the interests, and
+    ``known_ids`` counts each history's known ids.
     """
     num_items = len(vocab)
     rng = np.random.default_rng(seed)
@@ -96,7 +97,9 @@ def write_contract_model(path, vocab, seed=0, warmup_signature="topk"):
             scores = tf.reduce_max(tf.einsum("bkd,md->bkm", refined, self.embeddings), axis=1)
             scores = tf.where(tf.range(num_items)[tf.newaxis] > 0, scores, float("-inf"))
             values, indices = tf.math.top_k(scores, k=TOP)
-            return {"item_ids": tf.gather(self.vocab, indices), "scores": values}
+            known = tf.reduce_sum(tf.cast(self.table.lookup(history) > 0, tf.int32), axis=1)
+            return {"item_ids": tf.gather(self.vocab, indices), "scores": values,
+                    "known_ids": known}
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history")])
         def user_interests(self, history):
@@ -249,6 +252,34 @@ def test_topk_interests_explain_equal_the_saved_model(client, model_base):
     assert explanation.items[4, 0].tolist() == [f"item{i:03d}" for i in range(25, 30)]
 
 
+def test_known_ids_count_each_users_known_ids(client, server):
+    # "" is padding, not an id; "nope", "missing", "unknown-*" are not in the vocabulary.
+    want = [3, 1, 0, 2, 29, 0, 6]
+    assert client.topk(HISTORIES).known_ids.tolist() == want
+    assert client.topk(HISTORIES, k=2).known_ids.dtype == np.int32
+    rest = client_lib.RestTopKClient(f"127.0.0.1:{server.rest_port}", "dmi")
+    known = rest.topk(HISTORIES).known_ids
+    assert known.tolist() == want and known.dtype == np.int32
+    assert client.unknown_ids(HISTORIES) == [[], [], [], ["nope", "missing"], [], [
+        "unknown-a", "unknown-b"], []]
+    assert client.unknown_ids([[]]) == [[]]
+
+
+def test_a_model_without_known_ids_is_refused_before_sending():
+    class OldExport(BaseClient):
+        def __init__(self):
+            super().__init__("dmi", None, timeout=5, max_attempts=1, backoff=0.01,
+                             max_backoff=0.01, users_per_request=1)
+
+        def metadata(self):
+            return {"topk": {"inputs": {"history": ("string", [-1, -1])},
+                             "outputs": {"item_ids": ("string", [-1, 4]),
+                                         "scores": ("float", [-1, 4])}}}
+
+    with pytest.raises(client_lib.ClientError, match=r"has no known_ids output.*python -m export"):
+        OldExport().topk([["a"]])
+
+
 def test_k_is_checked_before_sending_and_truncates(client, server):
     assert client.exported_k() == TOP
     full = client.topk(HISTORIES[:2])
@@ -270,6 +301,7 @@ def test_metadata_status_and_health(client, server):
     assert {"serving_default", "topk", "user_interests", "explain"} <= set(metadata)
     assert metadata["topk"]["inputs"] == {"history": ("string", [-1, -1])}
     assert metadata["topk"]["outputs"]["item_ids"] == ("string", [-1, TOP])
+    assert metadata["topk"]["outputs"]["known_ids"] == ("int32", [-1])
     assert metadata["explain"]["outputs"]["weights"] == ("float", [-1, K, L])
     (status,) = client.status()
     assert (status.version, status.state, status.error_code) == (1, "AVAILABLE", "OK")
@@ -669,6 +701,28 @@ def test_client_cli(server, capsys):
     assert capsys.readouterr().out.strip() == "AVAILABLE"
     assert client_cli.main(["--target", target, "--model", "dmi", "--call", "explain",
                             "--history", "item001", "--json"]) == 0
+    capsys.readouterr()
+
+
+def test_client_cli_names_unknown_ids_and_refuses_users_without_known_ones(server, capsys):
+    target = ["--target", f"127.0.0.1:{server.port}", "--model", "dmi"]
+    # Two known ids and one unknown: answered, with a warning naming the unknown one.
+    assert client_cli.main([*target, "--history", "item001,nope,item002", "--k", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 4
+    assert err.startswith("warning: user 0: 1 of 3 ids") and err.strip().endswith(": nope")
+    assert client_cli.main([*target, "--history", "item001,nope,item002", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["known_ids"] == [2]
+    # None known (for either user): exit 2 with an error line naming them.
+    assert client_cli.main([*target, "--history", "item001", "--history", "x,y"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and "user 1: x, y" in err
+    assert client_cli.main(["--rest", f"127.0.0.1:{server.rest_port}", "--model", "dmi",
+                            "--history", "x"]) == 2
+    assert "user 0: x" in capsys.readouterr().err
+    # An empty history is refused before anything is sent.
+    assert client_cli.main([*target, "--history", "item001", "--history", " , "]) == 2
+    assert capsys.readouterr().err.startswith("error: --history number 2")
 
 
 def test_server_cli_errors(tmp_path, capsys):

@@ -26,6 +26,7 @@ from dmi_tf.runs import load_run
 from dmi_tf.train import train_and_evaluate
 from serving import client as client_lib
 from serving import server as server_lib
+from serving.client import cli as client_cli
 from serving.server import cli as server_cli
 
 exporter = pytest.importorskip("export.exporter")
@@ -133,6 +134,23 @@ def test_client_topk_equals_the_python_model(run_dir, served):
     rest = client_lib.RestTopKClient(f"127.0.0.1:{server.rest_port}", "dmi")
     assert rest.topk(histories[:5], k=10).item_ids.astype(str).tolist() == \
         want_ids[:5, :10].tolist()
+
+
+def test_unknown_ids_are_counted_and_the_cli_names_them(run_dir, served, capsys):
+    server, _ = served
+    vocab = load_run(run_dir).vocabulary
+    two_known = [vocab[1], "unknown-x", vocab[2]]
+    with client_lib.TopKClient(f"127.0.0.1:{server.port}", "dmi", timeout=60) as client:
+        result = client.topk([two_known, ["unknown-y"], [vocab[3], "", vocab[3]]])
+        assert result.known_ids.tolist() == [2, 0, 2]
+    target = ["--target", f"127.0.0.1:{server.port}", "--model", "dmi"]
+    assert client_cli.main([*target, "--history", ",".join(two_known), "--k", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("user 0") and "warning: user 0: 1 of 3 ids" in err
+    assert err.strip().endswith("ignored: unknown-x")
+    assert client_cli.main([*target, "--history", "unknown-x,unknown-y"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "unknown-x, unknown-y" in err
 
 
 def test_second_export_is_picked_up_under_load_without_a_failed_request(run_dir, served):

@@ -39,10 +39,13 @@ class ServingError(Exception):
 @dataclasses.dataclass
 class TopK:
     """Top-k items per user: ``item_ids`` str ``[B, k]`` ("" = empty slot) and
-    ``scores`` float32 ``[B, k]`` (-inf in empty slots), best first."""
+    ``scores`` float32 ``[B, k]`` (-inf in empty slots), best first; ``known_ids``
+    int32 ``[B]``, how many of each user's history ids the model knows (it
+    ignores the others; ``BaseClient.unknown_ids`` names them)."""
 
     item_ids: np.ndarray
     scores: np.ndarray
+    known_ids: np.ndarray
     version: int | None = None
 
     def rows(self) -> list[list[tuple[str, float]]]:
@@ -193,18 +196,26 @@ class BaseClient:
 
     def _signature_info(self):
         if self._signatures is None:
-            self._signatures = self.metadata()
-            if contract.TOPK not in self._signatures:
+            signatures = self.metadata()
+            if contract.TOPK not in signatures:
                 raise ClientError(
                     f"model {self.model!r} has no {contract.TOPK!r} signature (it has "
-                    f"{', '.join(sorted(self._signatures))}); is it a dmi-tf export?")
+                    f"{', '.join(sorted(signatures))}); is it a dmi-tf export?")
+            outputs = signatures[contract.TOPK]["outputs"]
+            if missing := [o for o in contract.OUTPUTS[contract.TOPK] if o not in outputs]:
+                raise ClientError(
+                    f"model {self.model!r}'s {contract.TOPK!r} signature has no "
+                    f"{', '.join(missing)} output: it was exported before they were part of "
+                    "the export; export the run again with `python -m export`")
+            self._signatures = signatures
         return self._signatures
 
     def topk(self, histories, k: int | None = None, signature: str = contract.TOPK) -> TopK:
         """The top-``k`` items of each history (``k`` defaults to the exported k).
 
         Raises:
-          ClientError: ``k`` is not an int in ``1..exported k`` (nothing is sent).
+          ClientError: ``k`` is not an int in ``1..exported k``, or the model's ``topk``
+            lacks an output of the export contract (nothing is sent).
           ServingError: the server rejected the request (after retries for UNAVAILABLE).
         """
         limit = self.exported_k()
@@ -221,7 +232,23 @@ class BaseClient:
             raise ClientError(f"k={k} but the model returned {ids.shape[1]} items per user")
         if k is not None:
             ids, scores = ids[:, :k], scores[:, :k]
-        return TopK(decode_strings(ids), scores.astype(np.float32), version)
+        # As int32 also over REST, whose JSON numbers are read as floats.
+        known = outputs[contract.KNOWN_IDS].astype(np.int32)
+        return TopK(decode_strings(ids), scores.astype(np.float32), known, version)
+
+    def unknown_ids(self, histories: Sequence[Sequence[str]]) -> list[list[str]]:
+        """Each history's ids that the model does not know (and ``topk`` ignores), in order.
+
+        ``known_ids`` counts them without naming them, so this asks ``topk``
+        about every distinct id alone, in one call (k = 1).
+        """
+        distinct = sorted({item for history in histories for item in history if item})
+        if not distinct:
+            return [[] for _ in histories]
+        known = self.topk([[item] for item in distinct], k=1).known_ids
+        unknown = {item for item, count in zip(distinct, known, strict=True) if count == 0}
+        return [list(dict.fromkeys(item for item in history if item in unknown))
+                for history in histories]
 
     def interests(self, histories) -> Interests:
         """The refined and coarse interest vectors ``[B, K, d]`` of each history."""

@@ -52,6 +52,26 @@ def _print(args, result) -> None:
         print(json.dumps(result, indent=1))
 
 
+def _check_known(client, histories: list[list[str]], known_ids) -> None:
+    """Warns on stderr about ids the model ignored; a user with none known is an error.
+
+    Raises:
+      ClientError: naming each user none of whose ids the model knows.
+    """
+    partly = [u for u, (history, known) in enumerate(zip(histories, known_ids, strict=True))
+              if 0 < known < len(history)]
+    for user, ids in zip(partly, client.unknown_ids([histories[u] for u in partly]),
+                         strict=True):
+        print(f"warning: user {user}: {len(histories[user]) - known_ids[user]} of "
+              f"{len(histories[user])} ids are not known to model {client.model!r} and were "
+              f"ignored: {', '.join(ids)}", file=sys.stderr)
+    if none := [u for u, known in enumerate(known_ids) if known == 0]:
+        users = "; ".join(f"user {u}: {', '.join(dict.fromkeys(histories[u]))}" for u in none)
+        raise ClientError(f"model {client.model!r} knows none of the ids of {users}; its top "
+                          "items would be the same for anyone. Give raw item ids of the data "
+                          "the model was trained on")
+
+
 def run_cli(args) -> dict:
     cls, where = (TopKClient, args.target) if args.target else (RestTopKClient, args.rest)
     with cls(where, args.model, version=args.version, timeout=args.timeout) as client:
@@ -62,9 +82,15 @@ def run_cli(args) -> dict:
         if not args.history:
             raise ClientError('--history is required for this call (e.g. --history "i1,i2")')
         histories = [[i.strip() for i in h.split(",") if i.strip()] for h in args.history]
+        for user, history in enumerate(histories):
+            if not history:
+                raise ClientError(f"--history number {user + 1} ({args.history[user]!r}) has "
+                                  'no item id; give the user\'s ids, e.g. --history "i1,i2"')
         if args.call == "topk":
             result = client.topk(histories, args.k)
-            return {"version": result.version, "users": result.rows()}
+            _check_known(client, histories, result.known_ids)
+            return {"version": result.version, "users": result.rows(),
+                    "known_ids": result.known_ids.tolist()}
         if args.call == "interests":
             result = client.interests(histories)
             return {"version": result.version, "interests": result.interests.tolist(),
