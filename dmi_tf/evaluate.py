@@ -16,10 +16,10 @@ import tensorflow as tf
 from dmi_tf.data.pipeline import HISTORY, TARGETS
 from dmi_tf.errors import ConfigError, DataError
 from dmi_tf.metrics import MetricAccumulator, diversity, retrieval_metrics
-from dmi_tf.retrieval import retrieve, retrieve_diverse
+from dmi_tf.retrieval import EVAL_BLOCK_SIZE, retrieve, retrieve_diverse
 
 
-def evaluate(model, dataset: tf.data.Dataset, cutoffs=(20, 50), block_size: int = 65536,
+def evaluate(model, dataset: tf.data.Dataset, cutoffs=(20, 50), block_size: int = EVAL_BLOCK_SIZE,
              categories: np.ndarray | None = None,
              diversity_weight: float = 0.0) -> dict[str, float]:
     """Mean Recall, HitRate and NDCG (and Diversity) at each cut-off over every user.
@@ -49,7 +49,7 @@ def evaluate(model, dataset: tf.data.Dataset, cutoffs=(20, 50), block_size: int 
 
 
 def evaluate_per_user(model, dataset: tf.data.Dataset, cutoffs=(20, 50),
-                      block_size: int = 65536, categories: np.ndarray | None = None,
+                      block_size: int = EVAL_BLOCK_SIZE, categories: np.ndarray | None = None,
                       diversity_weight: float = 0.0) -> dict[str, np.ndarray]:
     """Every user's metrics, not their mean: what a comparison over users resamples.
 

@@ -31,9 +31,14 @@ __all__ = [
 #: Id of an empty result slot, in every output of this module.
 EMPTY_ID = -1
 
-#: Item rows per score block of an index (0.5 MB of scores per query vector): a
-#: 100,000-item table in one block rather than two, 8 users, K = 4, 2 cores:
-#: 7.1 -> 5.6 ms (each block adds a top-k and a merge).
+# Item rows per score block. Peak extra memory is one [queries, block] float32 score
+# block, so the two callers want different sizes:
+#: evaluation scores many users at once (256 users x K = 4 interests: 256 MiB of scores
+#: at 65,536 rows), so its blocks bound memory; the default of every function here;
+EVAL_BLOCK_SIZE = 65536
+#: an index serves few users per call (0.5 MB of scores per query vector), where each
+#: block adds a top-k and a merge: a 100,000-item table in one block rather than two,
+#: 8 users, K = 4, 2 cores: 7.1 -> 5.6 ms.
 INDEX_BLOCK_SIZE = 131072
 
 
@@ -156,7 +161,7 @@ def exact_topk(
     queries: tf.Tensor,
     candidates: tf.Tensor,
     k: int,
-    block_size: int = 65536,
+    block_size: int = EVAL_BLOCK_SIZE,
     exclude_padding: bool = True,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Exact top-``k`` candidates by inner product, streamed over candidate blocks.
@@ -455,7 +460,7 @@ def retrieve(
     interests: tf.Tensor,
     item_embeddings: tf.Tensor,
     k: int,
-    block_size: int = 65536,
+    block_size: int = EVAL_BLOCK_SIZE,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Top-``k`` distinct items for each user from ``K`` interest vectors.
 
@@ -645,7 +650,7 @@ def retrieve_diverse(
     k: int,
     categories: tf.Tensor,
     diversity_weight: float | tf.Tensor,
-    block_size: int = 65536,
+    block_size: int = EVAL_BLOCK_SIZE,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """``retrieve`` with ComiRec's controllable aggregation instead of the plain merge.
 

@@ -1,7 +1,7 @@
 """``python -m export``: a trained run -> a TF-Serving model version.
 
     python -m export --run RUN_DIR --out MODEL_BASE [--name NAME] [--index exact|scann]
-                     [--version N] [--k 100] [--block-size 131072] [--index-layout columns|rows]
+                     [--version N] [--k 100] [--block-size N] [--index-layout columns|rows]
                      [--scann-leaves N] [--scann-leaves-to-search N] [--scann-reorder N]
                      [--scann-dims-per-block 2] [--max-batch-size 128]
                      [--batch-timeout-micros 1000] [--base-path-prefix /models]

@@ -13,9 +13,10 @@
 
 and then ``MODEL_BASE/models.config`` and ``MODEL_BASE/batching_parameters.txt``.
 
-Atomicity: everything is written into ``MODEL_BASE/<name>/.<version>.partial-<host>-<pid>-*``
-(not all digits, so TF-Serving's file-system source ignores it), checked, and
-renamed to ``<version>`` in one step. A failure or an interrupt removes the
+Atomicity (``dmi_tf.io_utils.published_directory``): everything is written into
+``MODEL_BASE/<name>/.<version>.partial-<host>-<pid>-*`` (not all digits, so
+TF-Serving's file-system source ignores it), checked, and renamed to ``<version>``
+in one step. A failure or an interrupt removes the
 temporary directory; a killed process can only leave that hidden directory
 behind, never a version directory, and the next export on that host removes it.
 """
@@ -38,13 +39,18 @@ import tensorflow as tf
 from dmi_tf.data.pipeline import evaluation_arrays
 from dmi_tf.errors import UserError
 from dmi_tf.index import IndexConfig, build_index
-from dmi_tf.io_utils import atomic_write_text
+from dmi_tf.io_utils import atomic_write_text, published_directory
 from dmi_tf.retrieval import retrieve
 from dmi_tf.runs import load_run
 from export import gpu_check, tf_serving
-from export.serving_module import SIGNATURES, ServingModule, write_vocabulary_asset
+from export.serving_module import ServingModule, write_vocabulary_asset
+from serving import contract
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The item table for an external index, in the version's assets.extra/: row i of the
+# embeddings is the raw id on line i of the ids.
+ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
+ITEM_IDS_FILE = "item_ids.txt"
 
 SCANN_CAVEAT = (
     "this export uses ScaNN custom ops (op namespace 'Scann'): stock TF-Serving "
@@ -200,21 +206,15 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
 
     os.makedirs(model_dir, exist_ok=True)
     remove_abandoned_partials(model_dir)
-    tmp = tempfile.mkdtemp(prefix=f".{version}{_partial_tag()}", dir=model_dir)
     try:
-        # mkdtemp makes it owner-only; a server running as another user must read it.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        result = _write_version(tmp, run_dir, run, model, index, vocabulary, table, name,
-                                version, k, serving)
-        if os.path.exists(final):  # another export took the number meanwhile
-            raise UserError(f"{final} appeared during the export; pass a new --version.")
-        os.rename(tmp, final)
-        _fsync_dir(model_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with published_directory(final, prefix=f".{version}{_partial_tag()}") as tmp:
+            result = _write_version(tmp, run_dir, run, model, index, vocabulary, table, name,
+                                    version, k, serving)
+    except FileExistsError as e:
+        if e.filename != final:
+            raise
+        raise UserError(f"{final} appeared during the export (another export took the number); "
+                        "pass a new --version.") from None
     result.path = final
 
     config_path = os.path.join(model_base, "models.config")
@@ -240,21 +240,21 @@ def _write_version(tmp, run_dir, run, model, index, vocabulary, table, name, ver
     histories = _sample_histories(run, length)
     strings = np.asarray(vocabulary, dtype=object)[histories]
     records = tf_serving.warmup_records(
-        name, strings, tf_serving.allowed_batch_sizes(serving.max_batch_size), SIGNATURES)
-    tf_serving.write_warmup(os.path.join(tmp, tf_serving.WARMUP_FILE), records)
+        name, strings, tf_serving.allowed_batch_sizes(serving.max_batch_size), contract.SIGNATURES)
+    tf_serving.write_warmup(os.path.join(tmp, contract.WARMUP_FILE), records)
     loaded = tf.saved_model.load(tmp)
     count = tf_serving.replay_warmup(tmp, loaded)
     _log(f"warm-up: {count} records replayed through the SavedModel")
     _check_parity(loaded, model, index, table, histories, strings, vocabulary, k)
 
-    extra = os.path.join(tmp, "assets.extra")
-    np.save(os.path.join(extra, "item_embeddings.npy"), table[1:])
-    with open(os.path.join(extra, "item_ids.txt"), "w", encoding="utf-8", newline="\n") as f:
+    extra = os.path.join(tmp, contract.ASSETS_EXTRA)
+    np.save(os.path.join(extra, ITEM_EMBEDDINGS_FILE), table[1:])
+    with open(os.path.join(extra, ITEM_IDS_FILE), "w", encoding="utf-8", newline="\n") as f:
         f.writelines(raw + "\n" for raw in vocabulary[1:])
 
     host_only = {}
     if not index.op_namespaces:
-        host_only = {s: gpu_check.ops_without_gpu_kernel(tmp, s) for s in SIGNATURES}
+        host_only = {s: gpu_check.ops_without_gpu_kernel(tmp, s) for s in contract.SIGNATURES}
         host_only = {s: ops for s, ops in host_only.items() if ops}
         if host_only:
             _log(f"warning: ops without a GPU kernel (they will run on the CPU): {host_only}")
@@ -270,14 +270,14 @@ def _write_version(tmp, run_dir, run, model, index, vocabulary, table, name, ver
         "tensorflow": tf.__version__, "k": k, "num_items": len(vocabulary) - 1,
         "num_interests": int(probe.shape[1]), "embedding_dim": int(table.shape[1]),
         "max_length": length, "index": index.describe(), "exact": index.is_exact(),
-        "requires_custom_ops": list(index.op_namespaces), "signatures": list(SIGNATURES),
+        "requires_custom_ops": list(index.op_namespaces), "signatures": list(contract.SIGNATURES),
         "warmup_records": count,
-        "item_embeddings": "assets.extra/item_embeddings.npy rows = assets.extra/item_ids.txt",
+        "item_embeddings": f"{contract.ASSETS_EXTRA}/{ITEM_EMBEDDINGS_FILE} rows = "
+                           f"{contract.ASSETS_EXTRA}/{ITEM_IDS_FILE}",
     }
     with open(os.path.join(extra, "export.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
         f.write("\n")
-    _fsync_tree(tmp)
     return ExportResult(tmp, version, count, index.describe(), host_only)
 
 
@@ -314,10 +314,22 @@ def topk_differences(got_ids, got_scores, want_ids, want_scores, tol: float = 1e
 
 
 def _check_parity(loaded, model, index, table, histories, strings, vocabulary, k) -> None:
-    """The loaded ``topk`` must answer what the Python model does (exact index), or say why not."""
-    out = loaded.signatures["topk"](history=tf.constant(strings.astype(bytes)))
-    got_ids = out["item_ids"].numpy().astype(str)
-    got_scores = out["scores"].numpy()
+    """The loaded ``topk`` must answer what the Python model does (exact index), or say why not.
+
+    Its ids and scores must be the model's retrieval, and its ``known_ids`` each
+    history's count of ids.
+    """
+    out = loaded.signatures[contract.TOPK](**{contract.HISTORY: tf.constant(strings.astype(bytes))})
+    got_ids = out[contract.ITEM_IDS].numpy().astype(str)
+    got_scores = out[contract.SCORES].numpy()
+    # The validation histories hold known ids and 0 (padding, "" on the wire) only.
+    want_known = np.count_nonzero(histories, axis=1)
+    if not np.array_equal(out[contract.KNOWN_IDS].numpy(), want_known):
+        raise tf_serving.ExportError(
+            f"the exported topk signature's {contract.KNOWN_IDS} "
+            f"{out[contract.KNOWN_IDS].numpy()[:8].tolist()}... do not count the known ids of "
+            f"validation histories ({want_known[:8].tolist()}...); nothing was published. "
+            "Please report this with the run.")
     interests = model.interests(tf.constant(histories))
     if index.is_exact():
         scores, rows = retrieve(interests, table, k, block_size=index.block_size)
@@ -338,21 +350,3 @@ def _check_parity(loaded, model, index, table, histories, strings, vocabulary, k
         _log(f"ScaNN recall@{k} against the exact index on {len(histories)} validation users: "
              f"{overlap:.4f}")
 
-
-def _fsync_tree(root: str) -> None:
-    for folder, _, files in os.walk(root):
-        for file in files:
-            fd = os.open(os.path.join(folder, file), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(folder)
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

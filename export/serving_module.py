@@ -1,11 +1,12 @@
 """The exported SavedModel: raw string item ids in, raw string item ids out.
 
-Signatures (every input and output has a leading batch dimension, as
-TF-Serving's server-side batching needs):
+Signatures (names from :mod:`serving.contract`; every input and output has a
+leading batch dimension, as TF-Serving's server-side batching needs):
 
 * ``serving_default`` and ``topk``: ``history`` string ``[batch, None]`` ->
-  ``item_ids`` string ``[batch, k]`` ("" in empty slots) and ``scores``
-  float32 ``[batch, k]`` (-inf in empty slots);
+  ``item_ids`` string ``[batch, k]`` ("" in empty slots), ``scores``
+  float32 ``[batch, k]`` (-inf in empty slots) and ``known_ids`` int32
+  ``[batch]`` (how many history ids the vocabulary knows, "" not counted);
 * ``user_interests``: ``history`` -> ``interests`` and ``coarse_interests``
   float32 ``[batch, K, d]``;
 * ``explain``: ``history`` -> ``items`` string ``[batch, K, L]`` (the history
@@ -27,11 +28,10 @@ import types
 
 import tensorflow as tf
 
+from dmi_tf.data.pipeline import history_window
 from dmi_tf.errors import UserError
 from dmi_tf.index import TopKIndex
-
-HISTORY = "history"
-SIGNATURES = ("serving_default", "topk", "user_interests", "explain")
+from serving import contract
 
 # The file name of the vocabulary asset inside the SavedModel's assets/.
 VOCABULARY_ASSET = "vocabulary.txt"
@@ -103,39 +103,37 @@ class ServingModule(tf.Module):
                 self.vocabulary, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,
                 tf.lookup.TextFileIndex.WHOLE_LINE, vocab_size=num_items - 1),
             default_value="")
-        spec = [tf.TensorSpec([None, None], tf.string, name=HISTORY)]
+        spec = [tf.TensorSpec([None, None], tf.string, name=contract.HISTORY)]
         self.topk = tf.function(self._topk, input_signature=spec)
         self.user_interests = tf.function(self._user_interests, input_signature=spec)
         self.explain = tf.function(self._explain, input_signature=spec)
 
     def signatures(self) -> dict:
         topk = self.topk.get_concrete_function()
-        return {"serving_default": topk, "topk": topk,
-                "user_interests": self.user_interests.get_concrete_function(),
-                "explain": self.explain.get_concrete_function()}
+        return {contract.SERVING_DEFAULT: topk, contract.TOPK: topk,
+                contract.USER_INTERESTS: self.user_interests.get_concrete_function(),
+                contract.EXPLAIN: self.explain.get_concrete_function()}
 
     # --- wire format <-> item rows -------------------------------------------------
 
-    def history_rows(self, history: tf.Tensor) -> tf.Tensor:
-        """Raw ids string ``[B, T]`` -> the model's input int32 ``[B, L]``.
+    def history_rows(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Raw ids string ``[B, T]`` -> the model's input int32 ``[B, L]`` and the known count.
 
-        Real items keep their order; "" and unknown ids are dropped; of more
-        than ``L`` real items the last ``L`` are kept; the result is
-        left-aligned and padded with 0, exactly the training layout.
+        "" and unknown ids are dropped; of the known ids, in order, the last
+        ``L`` are kept, left-aligned and padded with 0: training's own window
+        (``history_window``). Also returns int32 ``[B]``, how many ids of each
+        row the vocabulary knows ("" not counted), before the window.
         """
         rows = tf.cast(self._row_of.lookup(history) + 1, tf.int32)  # 0 = padding / unknown
-        real = rows > 0
-        width = tf.shape(rows)[1]
-        position = tf.range(width)[tf.newaxis, :]
-        # Real items first, in order (distinct keys, so the sort is a permutation).
-        order = tf.argsort(tf.where(real, position, position + width), axis=1)
-        packed = tf.gather(rows, order, batch_dims=1)
-        # At least L columns, so the window below never reads past the end.
-        packed = tf.pad(packed, [[0, 0], [0, tf.maximum(self.max_length - width, 0)]])
-        count = tf.reduce_sum(tf.cast(real, tf.int32), axis=1, keepdims=True)
-        window = tf.maximum(count - self.max_length, 0) + tf.range(self.max_length)[tf.newaxis, :]
-        kept = tf.where(window < count, tf.gather(packed, window, batch_dims=1), 0)
-        return tf.ensure_shape(kept, [None, self.max_length])
+        known = rows > 0
+        count = tf.reduce_sum(tf.cast(known, tf.int32), axis=1)
+        # Every row's known ids back to back, as the training window reads a split. The
+        # leading 0 is not anyone's: the window of a row with no known id reads the slot
+        # before its start (and masks it), which must exist for the first row too.
+        items = tf.concat([[0], tf.boolean_mask(rows, known)], axis=0)
+        end = 1 + tf.cumsum(count)
+        window = history_window(items, end - count, end, self.max_length)
+        return tf.ensure_shape(window, [None, self.max_length]), count
 
     def item_ids(self, rows: tf.Tensor) -> tf.Tensor:
         """Item rows (any shape; 0 padding and -1 empty give "") -> raw ids, same shape."""
@@ -144,17 +142,18 @@ class ServingModule(tf.Module):
     # --- signatures ----------------------------------------------------------------
 
     def _topk(self, history):
-        interests = self._untracked.model.interests(self.history_rows(history))
-        scores, rows = self.index.retrieve(interests, self.k)
-        return {"item_ids": self.item_ids(rows), "scores": scores}
+        rows, known = self.history_rows(history)
+        scores, items = self.index.retrieve(self._untracked.model.interests(rows), self.k)
+        return {contract.ITEM_IDS: self.item_ids(items), contract.SCORES: scores,
+                contract.KNOWN_IDS: known}
 
     def _user_interests(self, history):
-        rows = self.history_rows(history)
-        return {"interests": self._untracked.model.interests(rows),
-                "coarse_interests": self._untracked.model.coarse_interests(rows)}
+        rows, _ = self.history_rows(history)
+        return {contract.INTERESTS: self._untracked.model.interests(rows),
+                contract.COARSE_INTERESTS: self._untracked.model.coarse_interests(rows)}
 
     def _explain(self, history):
-        rows = self.history_rows(history)
+        rows, _ = self.history_rows(history)
         weights = self._untracked.model.explain(rows)  # [B, K, L]
         used = tf.where(weights > 0, rows[:, tf.newaxis, :], -1)
-        return {"items": self.item_ids(used), "weights": weights}
+        return {contract.ITEMS: self.item_ids(used), contract.WEIGHTS: weights}

@@ -10,7 +10,7 @@
   ``PredictionLog`` records that the server replays before it marks the
   version available. Every record is replayed here first
   (:func:`replay_warmup`): a single failing record makes TF-Serving refuse
-  the whole version, and it reads at most 1,000 records.
+  the whole version, and it reads at most ``contract.MAX_WARMUP_RECORDS``.
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from dmi_tf.errors import UserError
 from dmi_tf.io_utils import atomic_write_text
-
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-#: TF-Serving refuses a warm-up file with more records than this.
-MAX_WARMUP_RECORDS = 1000
+from serving import contract
 
 #: BatchingParameters fields (session_bundle_config.proto): name -> wrapper or repeated/bool.
 BATCHING_FIELDS = {
@@ -158,14 +155,15 @@ def warmup_records(model_name: str, histories: np.ndarray, batch_sizes: list[int
       signatures: signature names to warm up.
 
     Raises:
-      ExportError: more than ``MAX_WARMUP_RECORDS`` records would be written.
+      ExportError: more than ``contract.MAX_WARMUP_RECORDS`` records would be written.
     """
     count = len(batch_sizes) * len(signatures)
-    if count > MAX_WARMUP_RECORDS:
+    if count > contract.MAX_WARMUP_RECORDS:
         raise ExportError(f"{count} warm-up records requested; TF-Serving reads at most "
-                          f"{MAX_WARMUP_RECORDS}. Use fewer batch sizes.")
+                          f"{contract.MAX_WARMUP_RECORDS}. Use fewer batch sizes.")
     histories = np.asarray(histories, dtype=object)
-    padded = np.concatenate([np.full((len(histories), 1), "", dtype=object), histories], axis=1)
+    padded = np.concatenate(
+        [np.full((len(histories), 1), contract.PADDING, dtype=object), histories], axis=1)
     records = []
     for signature in signatures:
         for size in batch_sizes:
@@ -173,7 +171,7 @@ def warmup_records(model_name: str, histories: np.ndarray, batch_sizes: list[int
             request = predict_pb2.PredictRequest()
             request.model_spec.name = model_name
             request.model_spec.signature_name = signature
-            request.inputs["history"].CopyFrom(
+            request.inputs[contract.HISTORY].CopyFrom(
                 tf.make_tensor_proto(rows.astype(bytes), dtype=tf.string))
             records.append(prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)))
@@ -182,9 +180,9 @@ def warmup_records(model_name: str, histories: np.ndarray, batch_sizes: list[int
 
 def write_warmup(path: str, records: list[prediction_log_pb2.PredictionLog]) -> None:
     """Writes ``records`` as a TFRecord file (uncompressed, as TF-Serving reads it)."""
-    if len(records) > MAX_WARMUP_RECORDS:
+    if len(records) > contract.MAX_WARMUP_RECORDS:
         raise ExportError(f"{len(records)} warm-up records; TF-Serving reads at most "
-                          f"{MAX_WARMUP_RECORDS}.")
+                          f"{contract.MAX_WARMUP_RECORDS}.")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
         for record in records:
@@ -207,13 +205,13 @@ def replay_warmup(saved_model_dir: str, loaded=None) -> int:
     Raises:
       ExportError: naming the first record that fails and why.
     """
-    path = os.path.join(saved_model_dir, WARMUP_FILE)
+    path = os.path.join(saved_model_dir, contract.WARMUP_FILE)
     records = read_warmup(path)
     if not records:
         raise ExportError(f"{path} holds no records.")
-    if len(records) > MAX_WARMUP_RECORDS:
+    if len(records) > contract.MAX_WARMUP_RECORDS:
         raise ExportError(f"{path} holds {len(records)} records; TF-Serving reads at most "
-                          f"{MAX_WARMUP_RECORDS}.")
+                          f"{contract.MAX_WARMUP_RECORDS}.")
     loaded = loaded if loaded is not None else tf.saved_model.load(saved_model_dir)
     for i, record in enumerate(records):
         try:
@@ -221,7 +219,7 @@ def replay_warmup(saved_model_dir: str, loaded=None) -> int:
                 kind = record.WhichOneof("log_type")
                 raise ValueError(f"log type {kind!r}, expected predict_log")
             request = record.predict_log.request
-            name = request.model_spec.signature_name or "serving_default"
+            name = request.model_spec.signature_name or contract.SERVING_DEFAULT
             if name not in loaded.signatures:
                 raise ValueError(f"signature {name!r} does not exist "
                                  f"(the model has {sorted(loaded.signatures)})")

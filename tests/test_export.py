@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,13 +33,14 @@ from dmi_tf import config as config_lib
 from dmi_tf.data.pipeline import evaluation_arrays
 from dmi_tf.errors import UserError
 from dmi_tf.index import IndexConfig
+from dmi_tf.io_utils import published_directory
 from dmi_tf.retrieval import retrieve
 from dmi_tf.runs import load_run
 from dmi_tf.train import train_and_evaluate
 from export import __main__ as export_cli
 from export import exporter, gpu_check, tf_serving
 from export.exporter import export_run
-from export.serving_module import SIGNATURES
+from serving import contract
 
 K_OUT = 50  # items returned by the exported topk
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -182,6 +184,9 @@ def test_fresh_process_answers_what_the_python_model_answers(runs, exports, mode
         np.testing.assert_allclose(np.take_along_axis(true_scores, got_rows, axis=1)[swapped],
                                    scores.numpy()[swapped], rtol=1e-5, atol=1e-5)
     assert out["topk/item_ids"].shape == (len(strings), K_OUT)
+    # Every known id counts, also those older than the last L the model reads.
+    known = [sum(s in row_of and s != "" for s in history) for history in strings]
+    assert out["topk/known_ids"].tolist() == out["serving_default/known_ids"].tolist() == known
 
     np.testing.assert_allclose(out["user_interests/interests"],
                                run.model.interests(tf.constant(rows)).numpy(), rtol=1e-5,
@@ -226,9 +231,11 @@ def test_saved_model_cli_lists_every_signature_with_documented_dtypes_and_shapes
     k_int, length = 4, 20
     expected = {
         "serving_default": {"item_ids": ("DT_STRING", f"(-1, {K_OUT})"),
-                            "scores": ("DT_FLOAT", f"(-1, {K_OUT})")},
+                            "scores": ("DT_FLOAT", f"(-1, {K_OUT})"),
+                            "known_ids": ("DT_INT32", "(-1)")},
         "topk": {"item_ids": ("DT_STRING", f"(-1, {K_OUT})"),
-                 "scores": ("DT_FLOAT", f"(-1, {K_OUT})")},
+                 "scores": ("DT_FLOAT", f"(-1, {K_OUT})"),
+                 "known_ids": ("DT_INT32", "(-1)")},
         "user_interests": {"interests": ("DT_FLOAT", f"(-1, {k_int}, 64)"),
                            "coarse_interests": ("DT_FLOAT", f"(-1, {k_int}, 64)")},
         "explain": {"items": ("DT_STRING", f"(-1, {k_int}, {length})"),
@@ -249,7 +256,7 @@ def test_saved_model_cli_lists_every_signature_with_documented_dtypes_and_shapes
 def test_every_op_of_the_exact_export_has_a_gpu_kernel_or_is_a_host_op(exports):
     for model in ("dmi", "comirec_sa", "youtube_dnn"):
         result, log = exports[model]
-        for signature in SIGNATURES:
+        for signature in contract.SIGNATURES:
             assert gpu_check.ops_without_gpu_kernel(result.path, signature) == {}, signature
         assert result.host_only_ops == {}
         assert "GPU check: every op" in log
@@ -295,10 +302,11 @@ def test_gpu_check_reports_an_op_without_gpu_kernel(tmp_path):
 
 def test_warmup_records_parse_and_replay(exports, tmp_path):
     result, log = exports["comirec_sa"]
-    path = os.path.join(result.path, tf_serving.WARMUP_FILE)
+    path = os.path.join(result.path, contract.WARMUP_FILE)
     records = tf_serving.read_warmup(path)
-    assert 0 < len(records) <= tf_serving.MAX_WARMUP_RECORDS
-    assert {r.predict_log.request.model_spec.signature_name for r in records} == set(SIGNATURES)
+    assert 0 < len(records) <= contract.MAX_WARMUP_RECORDS
+    signatures = {r.predict_log.request.model_spec.signature_name for r in records}
+    assert signatures == set(contract.SIGNATURES)
     sizes = {tf.make_ndarray(r.predict_log.request.inputs["history"]).shape[0] for r in records}
     assert sizes == set(tf_serving.allowed_batch_sizes(128))
     for r in records:
@@ -313,7 +321,7 @@ def test_warmup_records_parse_and_replay(exports, tmp_path):
     shutil.copytree(result.path, copy)
     bad = records[:3]
     bad[2].predict_log.request.model_spec.signature_name = "no_such_signature"
-    tf_serving.write_warmup(os.path.join(copy, tf_serving.WARMUP_FILE), bad)
+    tf_serving.write_warmup(os.path.join(copy, contract.WARMUP_FILE), bad)
     with pytest.raises(tf_serving.ExportError, match=r"warm-up record 2 .*no_such_signature"):
         tf_serving.replay_warmup(copy)
     with pytest.raises(tf_serving.ExportError, match="at most 1000"):
@@ -420,6 +428,22 @@ def test_interrupted_export_leaves_no_version_directory(runs, tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         quiet_export(runs["youtube_dnn"], str(tmp_path), k=10)
     assert os.listdir(tmp_path / "youtube_dnn") == []  # neither a version nor a partial dir
+
+
+def test_published_directory_appears_whole_or_not_at_all(tmp_path):
+    final = tmp_path / "1"
+    with pytest.raises(KeyboardInterrupt), published_directory(final, ".1.partial-") as tmp:
+        (Path(tmp) / "half").write_text("x")
+        raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
+    with published_directory(final, ".1.partial-") as tmp:
+        assert os.path.basename(tmp).startswith(".1.partial-")
+        (Path(tmp) / "whole").write_text("x")
+    assert os.listdir(tmp_path) == ["1"] and os.listdir(final) == ["whole"]
+    final.with_name("2").mkdir()  # an empty directory a rename would silently replace
+    with pytest.raises(FileExistsError), published_directory(final.with_name("2"), ".2.") as tmp:
+        (Path(tmp) / "other").write_text("x")
+    assert sorted(os.listdir(tmp_path)) == ["1", "2"] and os.listdir(tmp_path / "2") == []
 
 
 def test_killed_export_leaves_no_version_directory(runs, tmp_path):

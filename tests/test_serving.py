@@ -6,6 +6,7 @@ histories in, string ids out), built in this file; the end-to-end test with a
 trained and exported model is in ``test_serving_e2e.py``.
 """
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import grpc
 import numpy as np
@@ -30,8 +33,12 @@ from tensorflow_serving.apis import (
 )
 
 from serving import client as client_lib
+from serving import contract, tensors
 from serving import server as server_lib
-from serving import tensors
+from serving.client import cli as client_cli
+from serving.client.base import BaseClient
+from serving.server import cli as server_cli
+from serving.server.batching import Batcher
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K, L, TOP, D = 2, 5, 8, 8
@@ -45,7 +52,8 @@ def write_contract_model(path, vocab, seed=0, warmup_signature="topk"):
 
     Interest k of a user is an attention-weighted mean of the embeddings of the
     last ``L`` known history items (unknown ids and "" dropped, as the contract
-    says); top-k is the best score of each item over the interests.
+    says); top-k is the best score of each item over the interests, and
+    ``known_ids`` counts each history's known ids.
     """
     num_items = len(vocab)
     rng = np.random.default_rng(seed)
@@ -89,7 +97,9 @@ def write_contract_model(path, vocab, seed=0, warmup_signature="topk"):
             scores = tf.reduce_max(tf.einsum("bkd,md->bkm", refined, self.embeddings), axis=1)
             scores = tf.where(tf.range(num_items)[tf.newaxis] > 0, scores, float("-inf"))
             values, indices = tf.math.top_k(scores, k=TOP)
-            return {"item_ids": tf.gather(self.vocab, indices), "scores": values}
+            known = tf.reduce_sum(tf.cast(self.table.lookup(history) > 0, tf.int32), axis=1)
+            return {"item_ids": tf.gather(self.vocab, indices), "scores": values,
+                    "known_ids": known}
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history")])
         def user_interests(self, history):
@@ -109,7 +119,7 @@ def write_contract_model(path, vocab, seed=0, warmup_signature="topk"):
         "user_interests": module.user_interests, "explain": module.explain})
     if warmup_signature:
         os.makedirs(os.path.join(tmp, "assets.extra"))
-        with tf.io.TFRecordWriter(os.path.join(tmp, server_lib.WARMUP_FILE)) as writer:
+        with tf.io.TFRecordWriter(os.path.join(tmp, contract.WARMUP_FILE)) as writer:
             for signature in (warmup_signature, "user_interests", "explain"):
                 request = predict_pb2.PredictRequest()
                 request.model_spec.name = "dmi"
@@ -242,6 +252,34 @@ def test_topk_interests_explain_equal_the_saved_model(client, model_base):
     assert explanation.items[4, 0].tolist() == [f"item{i:03d}" for i in range(25, 30)]
 
 
+def test_known_ids_count_each_users_known_ids(client, server):
+    # "" is padding, not an id; "nope", "missing", "unknown-*" are not in the vocabulary.
+    want = [3, 1, 0, 2, 29, 0, 6]
+    assert client.topk(HISTORIES).known_ids.tolist() == want
+    assert client.topk(HISTORIES, k=2).known_ids.dtype == np.int32
+    rest = client_lib.RestTopKClient(f"127.0.0.1:{server.rest_port}", "dmi")
+    known = rest.topk(HISTORIES).known_ids
+    assert known.tolist() == want and known.dtype == np.int32
+    assert client.unknown_ids(HISTORIES) == [[], [], [], ["nope", "missing"], [], [
+        "unknown-a", "unknown-b"], []]
+    assert client.unknown_ids([[]]) == [[]]
+
+
+def test_a_model_without_known_ids_is_refused_before_sending():
+    class OldExport(BaseClient):
+        def __init__(self):
+            super().__init__("dmi", None, timeout=5, max_attempts=1, backoff=0.01,
+                             max_backoff=0.01, users_per_request=1)
+
+        def metadata(self):
+            return {"topk": {"inputs": {"history": ("string", [-1, -1])},
+                             "outputs": {"item_ids": ("string", [-1, 4]),
+                                         "scores": ("float", [-1, 4])}}}
+
+    with pytest.raises(client_lib.ClientError, match=r"has no known_ids output.*python -m export"):
+        OldExport().topk([["a"]])
+
+
 def test_k_is_checked_before_sending_and_truncates(client, server):
     assert client.exported_k() == TOP
     full = client.topk(HISTORIES[:2])
@@ -263,6 +301,7 @@ def test_metadata_status_and_health(client, server):
     assert {"serving_default", "topk", "user_interests", "explain"} <= set(metadata)
     assert metadata["topk"]["inputs"] == {"history": ("string", [-1, -1])}
     assert metadata["topk"]["outputs"]["item_ids"] == ("string", [-1, TOP])
+    assert metadata["topk"]["outputs"]["known_ids"] == ("int32", [-1])
     assert metadata["explain"]["outputs"]["weights"] == ("float", [-1, K, L])
     (status,) = client.status()
     assert (status.version, status.state, status.error_code) == (1, "AVAILABLE", "OK")
@@ -287,19 +326,20 @@ def test_rest_client_equals_grpc(client, server):
     assert info.value.code == grpc.StatusCode.NOT_FOUND
 
 
-def test_rest_api_formats_and_errors(server):
-    import json
-    import urllib.error
-    import urllib.request
+def rest_post(server, path, body):
+    """POSTs JSON to the server's REST port; returns (HTTP status, JSON answer)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}",
+                                     data=json.dumps(body).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
+
+def test_rest_api_formats_and_errors(server):
     def post(path, body):
-        request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}",
-                                         data=json.dumps(body).encode(), method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+        return rest_post(server, path, body)
 
     status, body = post("/v1/models/dmi:predict", {"instances": [["item001", ""], ["item002",
                                                                                    "item003"]]})
@@ -318,6 +358,26 @@ def test_rest_api_formats_and_errors(server):
     assert status == 404 and "Servable not found" in body["error"]
     status, body = post("/v1/models/dmi:predict", {"foo": 1})
     assert status == 400 and "instances" in body["error"]
+
+
+def test_rest_requests_are_checked_by_the_grpc_validation(server, stub):
+    # The same bad request over both APIs: one validation, so one status and one message.
+    renamed = predict_request([["item001"]])
+    renamed.inputs["histories"].CopyFrom(renamed.inputs.pop("history"))
+    extra = predict_request([["item001"]])
+    extra.inputs["extra"].CopyFrom(extra.inputs["history"])
+    cases = [
+        ({"instances": [[1, 2]]},
+         predict_request(np.array([[1, 2]], np.int64), dtype=types_pb2.DT_INT64)),
+        ({"inputs": ["item001", "item002"]}, predict_request(["item001", "item002"])),
+        ({"inputs": {"histories": [["item001"]]}}, renamed),
+        ({"inputs": {"history": [["item001"]], "extra": [["item001"]]}}, extra),
+    ]
+    for body, request in cases:
+        error = rpc_error(stub.Predict, request)
+        status, answer = rest_post(server, "/v1/models/dmi/versions/1:predict",
+                                   {"signature_name": "topk", **body})
+        assert (status, answer["error"]) == (400, error.details())
 
 
 # --------------------------------------------------------------------------- bad requests
@@ -493,7 +553,7 @@ def test_batcher_joins_pads_splits_and_bounds_its_queue():
                                          num_batch_threads=1, max_enqueued_batches=3,
                                          pad_variable_length_inputs=True,
                                          enable_large_batch_splitting=True)
-    batcher = server_lib.Batcher(options, run)
+    batcher = Batcher(options, run)
     try:
         a = batcher.submit("k", {"x": np.array([[b"a"]], dtype=object)}, 1)
         b = batcher.submit("k", {"x": np.array([[b"b", b"c"], [b"d", b"e"]], dtype=object)}, 2)
@@ -520,7 +580,7 @@ def test_batcher_joins_pads_splits_and_bounds_its_queue():
     finally:
         gate.set()
         batcher.stop()
-    strict = server_lib.Batcher(server_lib.BatchingOptions(max_batch_size=2), run)
+    strict = Batcher(server_lib.BatchingOptions(max_batch_size=2), run)
     try:
         with pytest.raises(server_lib.ServingError, match="larger than maximum input batch"):
             strict.submit("k", {"x": np.zeros((3, 1))}, 3)
@@ -538,7 +598,7 @@ def test_batching_parameters_file_is_parsed():
         server_lib.BatchingOptions.from_text("max_batch { value: 1 }")
 
 
-class _FlakyClient(client_lib._Client):
+class _FlakyClient(BaseClient):
     def __init__(self, failures, code=grpc.StatusCode.UNAVAILABLE):
         super().__init__("dmi", None, timeout=5, max_attempts=4, backoff=0.01, max_backoff=0.02,
                          users_per_request=2)
@@ -627,30 +687,52 @@ def test_new_version_is_swapped_in_without_a_failed_request(server, model_base):
 
 def test_client_cli(server, capsys):
     target = f"127.0.0.1:{server.port}"
-    assert client_lib.main(["--target", target, "--model", "dmi", "--history",
+    assert client_cli.main(["--target", target, "--model", "dmi", "--history",
                             "item001,item002", "--k", "3"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("user 0 (model version") and len(out.strip().splitlines()) == 4
-    assert client_lib.main(["--target", target, "--model", "dmi", "--history", "a",
+    assert client_cli.main(["--target", target, "--model", "dmi", "--history", "a",
                             "--k", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: k must be a positive integer")
-    assert client_lib.main(["--target", target, "--model", "nope", "--history", "a"]) == 2
+    assert client_cli.main(["--target", target, "--model", "nope", "--history", "a"]) == 2
     assert "NOT_FOUND" in capsys.readouterr().err
-    assert client_lib.main(["--rest", f"127.0.0.1:{server.rest_port}", "--model", "dmi",
+    assert client_cli.main(["--rest", f"127.0.0.1:{server.rest_port}", "--model", "dmi",
                             "--call", "health"]) == 0
     assert capsys.readouterr().out.strip() == "AVAILABLE"
-    assert client_lib.main(["--target", target, "--model", "dmi", "--call", "explain",
+    assert client_cli.main(["--target", target, "--model", "dmi", "--call", "explain",
                             "--history", "item001", "--json"]) == 0
+    capsys.readouterr()
+
+
+def test_client_cli_names_unknown_ids_and_refuses_users_without_known_ones(server, capsys):
+    target = ["--target", f"127.0.0.1:{server.port}", "--model", "dmi"]
+    # Two known ids and one unknown: answered, with a warning naming the unknown one.
+    assert client_cli.main([*target, "--history", "item001,nope,item002", "--k", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 4
+    assert err.startswith("warning: user 0: 1 of 3 ids") and err.strip().endswith(": nope")
+    assert client_cli.main([*target, "--history", "item001,nope,item002", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["known_ids"] == [2]
+    # None known (for either user): exit 2 with an error line naming them.
+    assert client_cli.main([*target, "--history", "item001", "--history", "x,y"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and "user 1: x, y" in err
+    assert client_cli.main(["--rest", f"127.0.0.1:{server.rest_port}", "--model", "dmi",
+                            "--history", "x"]) == 2
+    assert "user 0: x" in capsys.readouterr().err
+    # An empty history is refused before anything is sent.
+    assert client_cli.main([*target, "--history", "item001", "--history", " , "]) == 2
+    assert capsys.readouterr().err.startswith("error: --history number 2")
 
 
 def test_server_cli_errors(tmp_path, capsys):
-    assert server_lib.main(["--model_base_path", str(tmp_path / "missing")]) == 2
+    assert server_cli.main(["--model_base_path", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert server_lib.main(["--model_config_file", str(tmp_path / "missing.config")]) == 2
+    assert server_cli.main(["--model_config_file", str(tmp_path / "missing.config")]) == 2
     assert "cannot read --model_config_file" in capsys.readouterr().err
     (tmp_path / "models.config").write_text(
         'model_config_list { config { name: "dmi" base_path: "/models/dmi" } }')
-    assert server_lib.main(["--model_config_file", str(tmp_path / "models.config")]) == 2
+    assert server_cli.main(["--model_config_file", str(tmp_path / "models.config")]) == 2
     assert "--base-path-prefix" in capsys.readouterr().err
 
 
@@ -697,9 +779,11 @@ def test_sigterm_finishes_in_flight_requests(tmp_path):
 
 
 def test_serving_does_not_import_dmi_tf():
-    for name in ("server.py", "client.py", "tensors.py", "__init__.py"):
-        source = open(os.path.join(REPO, "serving", name), encoding="utf-8").read()
-        assert not re.search(r"^\s*(from|import)\s+(dmi_tf|export)\b", source, re.M), name
+    for folder, _, files in os.walk(os.path.join(REPO, "serving")):
+        for name in files:
+            if name.endswith(".py"):
+                source = open(os.path.join(folder, name), encoding="utf-8").read()
+                assert not re.search(r"^\s*(from|import)\s+(dmi_tf|export)\b", source, re.M), name
 
 
 def test_model_spec_proto_is_the_tf_serving_one():

@@ -26,6 +26,8 @@ from dmi_tf.runs import load_run
 from dmi_tf.train import train_and_evaluate
 from serving import client as client_lib
 from serving import server as server_lib
+from serving.client import cli as client_cli
+from serving.server import cli as server_cli
 
 exporter = pytest.importorskip("export.exporter")
 
@@ -59,9 +61,9 @@ def served(run_dir, tmp_path_factory):
     export(run_dir, base)
     with open(os.path.join(base, "batching_parameters.txt"), encoding="utf-8") as f:
         batching = server_lib.BatchingOptions.from_text(f.read())
-    args = server_lib.build_parser().parse_args(
+    args = server_cli.build_parser().parse_args(
         ["--model_config_file", os.path.join(base, "models.config")])
-    models = server_lib._models_from_args(args)
+    models = server_cli.models_from_args(args)
     assert models == {"dmi": os.path.join(base, "dmi")}
     server = server_lib.ModelServer(models, batching, poll_seconds=0.2)
     server.start(port=0, rest_port=-1, log_interval=0)
@@ -134,6 +136,23 @@ def test_client_topk_equals_the_python_model(run_dir, served):
         want_ids[:5, :10].tolist()
 
 
+def test_unknown_ids_are_counted_and_the_cli_names_them(run_dir, served, capsys):
+    server, _ = served
+    vocab = load_run(run_dir).vocabulary
+    two_known = [vocab[1], "unknown-x", vocab[2]]
+    with client_lib.TopKClient(f"127.0.0.1:{server.port}", "dmi", timeout=60) as client:
+        result = client.topk([two_known, ["unknown-y"], [vocab[3], "", vocab[3]]])
+        assert result.known_ids.tolist() == [2, 0, 2]
+    target = ["--target", f"127.0.0.1:{server.port}", "--model", "dmi"]
+    assert client_cli.main([*target, "--history", ",".join(two_known), "--k", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("user 0") and "warning: user 0: 1 of 3 ids" in err
+    assert err.strip().endswith("ignored: unknown-x")
+    assert client_cli.main([*target, "--history", "unknown-x,unknown-y"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "unknown-x, unknown-y" in err
+
+
 def test_second_export_is_picked_up_under_load_without_a_failed_request(run_dir, served):
     server, base = served
     run = load_run(run_dir)
@@ -168,7 +187,7 @@ def test_scann_export_is_served_by_a_server_process_that_never_imports_dmi_tf(ru
     export(run_dir, base, index_config=exhaustive_scann(len(run.vocabulary) - 1))
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     process = subprocess.Popen(
-        [sys.executable, "-c", "import sys, serving.server as s; code = s.main(); "
+        [sys.executable, "-c", "import sys, serving.server.cli as s; code = s.main(); "
          "assert not [m for m in sys.modules if m.split('.')[0] in ('dmi_tf', 'export')]; "
          "sys.exit(code)", "--model_base_path", os.path.join(base, "dmi"), "--port", "0",
          "--model_name", "dmi", "--enable_model_warmup", "false"],  # the export replayed it

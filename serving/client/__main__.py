@@ -1,0 +1,5 @@
+import sys
+
+from serving.client.cli import main
+
+sys.exit(main())
