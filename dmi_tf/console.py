@@ -1,4 +1,4 @@
-"""The command-line view of the library's messages: plain lines on stdout.
+"""What a command-line run shows: the library's messages, and no GPU probe noise.
 
 Library modules report through ``logging.getLogger(__name__)`` and configure no
 handler, so the caller decides what it sees (with none, INFO messages are
@@ -9,7 +9,9 @@ dropped and warnings go to stderr). The command-line tools call
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
 
 #: The logger every module's ``logging.getLogger(__name__)`` reports to.
 PACKAGE = "dmi_tf"
@@ -41,3 +43,42 @@ def log_to_stdout() -> None:
     logger.setLevel(logging.INFO)
     # Once: a handler on the root logger (logging.basicConfig) would print every line again.
     logger.propagate = False
+
+
+#: Device nodes of an NVIDIA GPU: the driver's, and WSL2's GPU bridge.
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/dxg")
+
+_CUDA_PROBE_ERROR = b"failed call to cuInit"
+
+
+def list_devices_quietly() -> None:
+    """Lists TensorFlow's devices, without the CUDA probe's error on a machine with no GPU.
+
+    TensorFlow's CUDA build calls ``cuInit`` the first time it lists devices;
+    without an NVIDIA driver that fails and logs "failed call to cuInit: ...
+    (303)" at ERROR level, which ``TF_CPP_MIN_LOG_LEVEL=2`` lets through and
+    ``CUDA_VISIBLE_DEVICES=""`` does not prevent (the driver library itself is
+    missing; measured with TensorFlow 2.20). With no GPU device node that line
+    says nothing, so the first listing runs with stderr (file descriptor 2,
+    where TensorFlow's C++ logs write) captured, and every other line is passed
+    on. Where a GPU device node exists, nothing is hidden. Call it before any
+    other TensorFlow work: later listings do not probe again.
+    """
+    if any(os.path.exists(node) for node in GPU_DEVICE_NODES):
+        return
+    import tensorflow as tf
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            tf.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        kept = b"".join(line for line in captured if _CUDA_PROBE_ERROR not in line)
+    if kept:
+        os.write(2, kept)

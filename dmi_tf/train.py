@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from dmi_tf import config as config_lib
 from dmi_tf import distribute
-from dmi_tf.console import log_to_stdout
+from dmi_tf.console import list_devices_quietly, log_to_stdout
 from dmi_tf.data.loading import load_data
 from dmi_tf.data.pipeline import evaluation_dataset
 from dmi_tf.errors import UserError
@@ -207,6 +207,7 @@ def format_table(results: dict, cutoffs) -> str:
 def main(argv=None) -> int:
     log_to_stdout()
     args = parse_args(argv)
+    list_devices_quietly()
     try:
         config = resolve_config(args)
         role = distribute.cluster_role(config.distribute)

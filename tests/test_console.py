@@ -1,11 +1,13 @@
 """Library messages go through logging: silent for a caller that configures nothing,
-plain lines on stdout for the command-line tools."""
+plain lines on stdout for the command-line tools; and the CUDA probe's error is hidden
+where there is no GPU, and only there."""
 
 import logging
 import os
 import subprocess
 import sys
 
+from dmi_tf import console
 from dmi_tf.console import log_to_stdout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,3 +37,32 @@ def test_training_from_python_prints_nothing_unless_asked(tmp_path):
     # The caller's own configuration receives them, named by module.
     assert "dmi_tf.training: training youtube_dnn: up to 20 steps" in proc.stderr
     assert "dmi_tf.callbacks: step 20: loss" in proc.stderr
+
+
+def _listing_that_logs(*lines):
+    def list_physical_devices():
+        os.write(2, b"".join(line.encode() + b"\n" for line in lines))
+    return list_physical_devices
+
+
+CUDA_PROBE = ("2026-01-01 00:00:00.000000: E external/local_xla/xla/stream_executor/cuda/"
+              "cuda_platform.cc:51] failed call to cuInit: INTERNAL: CUDA error: Failed call to "
+              "cuInit: UNKNOWN ERROR (303)")
+
+
+def test_without_a_gpu_only_the_cuda_probe_error_is_hidden(monkeypatch, capfd):
+    import tensorflow as tf
+    monkeypatch.setattr(console.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        _listing_that_logs("E another error", CUDA_PROBE, "W a warning"))
+    console.list_devices_quietly()
+    assert capfd.readouterr().err == "E another error\nW a warning\n"
+
+
+def test_with_a_gpu_device_node_tensorflow_probes_unwatched(monkeypatch):
+    import tensorflow as tf
+    monkeypatch.setattr(console.os.path, "exists", lambda path: path == "/dev/nvidiactl")
+    calls = []
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda: calls.append(1))
+    console.list_devices_quietly()
+    assert calls == []  # TensorFlow lists (and reports) the devices itself, when it needs them

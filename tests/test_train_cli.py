@@ -155,3 +155,20 @@ def test_run_without_a_checkpoint_does_not_claim_one(tmp_path, capsys):
     assert f"metrics and config written to {run_dir}" in out
     assert "checkpoint written" not in out
     assert not os.path.exists(os.path.join(run_dir, "checkpoints"))
+
+
+def test_cli_shows_progress_on_stdout_and_no_cuda_probe_error(tmp_path):
+    run_dir = str(tmp_path / "r")
+    proc = subprocess.run([sys.executable, "-m", "dmi_tf.train", "--out", run_dir,
+                           "data.synthetic.num_users=400", "data.synthetic.num_items=200",
+                           "train.max_steps=50", "train.steps_per_eval=50"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # This machine has no GPU: TensorFlow's failed CUDA probe is not news.
+    assert "cuInit" not in proc.stderr, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"run directory: {run_dir}"
+    assert lines[1].startswith("synthetic(seed=0): 200 items") and "(loaded in " in lines[1]
+    assert lines[2] == "training youtube_dnn: up to 50 steps of 128, validation every 50 steps"
+    assert lines[3].startswith("step 50: loss ") and lines[3].endswith(" sequences/s")
+    assert lines[-1] == f"metrics, config and checkpoint written to {run_dir}"
