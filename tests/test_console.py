@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from dmi_tf import console
 from dmi_tf.console import log_to_stdout
 
@@ -21,6 +23,7 @@ def test_log_to_stdout_prints_plain_lines_once_however_often_it_is_called(capsys
     assert capsys.readouterr().out == "step 20: loss 1.0000\n"
 
 
+@pytest.mark.slow
 def test_training_from_python_prints_nothing_unless_asked(tmp_path):
     script = (
         "import logging, sys\n"

@@ -29,6 +29,8 @@ from serving import server as server_lib
 
 exporter = pytest.importorskip("export.exporter")
 
+pytestmark = pytest.mark.slow  # trains, exports and serves
+
 K_OUT = 30
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
