@@ -30,7 +30,7 @@ class _Stdout(logging.StreamHandler):
 
     @stream.setter
     def stream(self, value):
-        del value
+        del value  # StreamHandler's constructor sets it; the lookup above wins
 
 
 def log_to_stdout() -> None:
