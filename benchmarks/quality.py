@@ -28,6 +28,7 @@ import sys
 import numpy as np
 
 from dmi_tf import config as config_lib
+from dmi_tf.console import log_to_stdout
 from dmi_tf.io_utils import atomic_write_text
 from dmi_tf.models import MODEL_NAMES
 from dmi_tf.train import prepare_run_dir, train_and_evaluate
@@ -117,6 +118,7 @@ def write_section(path: str, title: str, body: str) -> None:
 
 
 def main(argv=None) -> int:
+    log_to_stdout()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="split folder (default: the config's, else synthetic)")
     parser.add_argument("--config", help="YAML config; '{model}' in it is replaced by each "

@@ -95,6 +95,7 @@ def test_sweep_reuses_a_finished_run_only_if_its_config_is_the_one_asked_for(tmp
         sweep.train_variant(args(), "default", 0)
 
 
+@pytest.mark.slow
 def test_latency_writes_its_table_under_the_title_asked_for(tmp_path):
     latency = load_script("latency")
     configs = os.path.join(os.path.dirname(BENCHMARKS), "configs")
@@ -181,6 +182,7 @@ def test_per_user_counts_the_users_a_hit_rate_cannot_separate():
     assert per_user.compare(a, b, binary=True, paired=False)["paired"] is None
 
 
+@pytest.mark.slow
 def test_per_user_cli_gives_the_means_training_wrote_and_caches_them(tmp_path):
     import contextlib
     import io
