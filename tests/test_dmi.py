@@ -129,7 +129,7 @@ def test_training_all_interests_refines_each_as_if_alone():
     model = model_of("diffusion.noise_scale=0", "diffusion.steps=1",
                      "diffusion.train_interests=all",
                      "model.num_interests=3")
-    embeddings, mask, interests, weights = model._attend(HISTORY)
+    embeddings, mask, interests, weights = model._extract(HISTORY)
     u_all, x0_all = model.refiner.train_refine_all(interests, embeddings, mask, weights)
     assert u_all.shape == interests.shape == x0_all.shape
     for k in range(3):
