@@ -230,3 +230,15 @@ def test_per_user_cli_gives_the_means_training_wrote_and_caches_them(tmp_path):
                        "--b", str(tmp_path / "other-seed*")])
     with pytest.raises(SystemExit, match="no run directory matches"):
         per_user.main(["--a", str(tmp_path / "missing-*"), "--b", str(tmp_path / "*")])
+
+
+def test_knn_scale_measures_a_small_catalogue():
+    knn_scale = load_script("knn_scale")
+    result = knn_scale.measure(num_items=500, num_users=3000, neighbors=20, eval_users=200)
+    assert result["neighbors"] == 20
+    assert 0 < result["similarities"] <= 500 * 20
+    assert result["eval_users"] == 200 and result["users_per_second"] > 0
+    # The planted topics give the neighbours something to find.
+    assert result["recall@50"] > result["most_popular_recall@50"]
+    row = knn_scale.table_row(result)
+    assert row.count("|") == knn_scale.HEADER.splitlines()[0].count("|")

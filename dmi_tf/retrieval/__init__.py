@@ -8,9 +8,10 @@ batch size may be dynamic; it uses only ops with GPU and XLA kernels (MatMul,
 Max, TopKV2, GatherV2, StridedSlice, PadV2, ConcatV2, Select, While).
 
 Ordering contract, shared by every function here: scores descending; equal
-scores keep the lower candidate index (``exact_topk``, ``retrieve``) or the
-earlier flattened position (``merge_interest_topk``), exactly as
-``tf.math.top_k`` orders ties. Empty result slots carry id ``-1`` and score ``-inf``.
+scores keep the lower candidate index (``exact_topk``, ``retrieve``,
+``retrieve_from_scores``) or the earlier flattened position
+(``merge_interest_topk``), exactly as ``tf.math.top_k`` orders ties. Empty result
+slots carry id ``-1`` and score ``-inf``.
 
 ``exact``: exact top-K over an item table and ``retrieve``; ``merge``: per-interest
 lists into one; ``diverse``: ComiRec's controllable aggregation; ``checks``: what
@@ -25,6 +26,7 @@ from dmi_tf.retrieval.exact import (
     ItemColumns,
     exact_topk,
     retrieve,
+    retrieve_from_scores,
 )
 from dmi_tf.retrieval.merge import merge_interest_topk
 
@@ -38,4 +40,5 @@ __all__ = [
     "merge_interest_topk",
     "retrieve",
     "retrieve_diverse",
+    "retrieve_from_scores",
 ]

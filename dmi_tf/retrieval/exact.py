@@ -228,10 +228,14 @@ def _block_scores(queries: tf.Tensor, rows: tf.Tensor, group: int,
 def _topk_single_block(
     queries: tf.Tensor, candidates: tf.Tensor, k: int, offset: int, group: int = 1
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    # Masking column 0 (instead of slicing the table) avoids copying it.
-    scores = _block_scores(queries, candidates, group)
+    return _topk_from_column(_block_scores(queries, candidates, group), k, offset)
+
+
+def _topk_from_column(scores: tf.Tensor, k: int, offset: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Top-``k`` of floored ``[Q, n]`` scores, columns below ``offset`` never returned."""
+    # Masking column 0 (instead of slicing the scores) avoids copying them.
     if offset:
-        is_real = tf.range(tf.shape(candidates)[0]) >= offset
+        is_real = tf.range(tf.shape(scores)[1]) >= offset
         scores = tf.where(is_real[tf.newaxis, :], scores, float("-inf"))
     return _row_topk(scores, k)
 
@@ -358,6 +362,30 @@ def retrieve(
     flat.set_shape([None, dim])
     return _exact_topk(flat, item_embeddings, k, block_size, exclude_padding=True,
                        group=num_interests)
+
+
+def retrieve_from_scores(scores: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Top-``k`` items for each user from a score of every item, as ``retrieve`` ranks them.
+
+    For models that score the catalogue directly (item-kNN's ``score_items``)
+    rather than through interest vectors and an item table. The ordering
+    contract is ``retrieve``'s: scores descending, equal scores to the lower
+    item id, row 0 (padding) never returned, NaN and -inf ranked as the
+    lowest finite value.
+
+    Args:
+      scores: float ``[B, M]``, column ``j`` the score of item ``j``; ``k <= M - 1``.
+      k: static number of items per user.
+
+    Returns:
+      ``(scores, ids)``: float ``[B, k]`` descending and int32 ``[B, k]`` item ids.
+    """
+    check_positive_int("k", k)
+    scores = tf.convert_to_tensor(scores)
+    check_rank("scores", scores, 2, "[B, M]")
+    if scores.shape[1] is not None:
+        _check_k_fits(k, scores.shape[1], exclude_padding=True)
+    return _topk_from_column(floor_scores(scores), k, offset=1)
 
 
 def per_interest_topk(
