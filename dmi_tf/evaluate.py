@@ -1,4 +1,4 @@
-"""Evaluation over the full catalogue, as ``protocol.md`` defines it.
+"""Evaluation over the full catalogue, as ``docs/protocol.md`` defines it.
 
 Each user's interests retrieve through :func:`dmi_tf.retrieval.retrieve` (the
 same per-interest top-N and merge that the export serves), or through ComiRec's
