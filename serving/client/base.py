@@ -143,6 +143,34 @@ class BaseClient:
 
     # -- shared logic
 
+    def wait_until_available(self, seconds: float, poll: float = 0.5) -> list[VersionStatus]:
+        """Waits until the server reports a version of the model AVAILABLE; returns the statuses.
+
+        A server that is starting (not listening yet: UNAVAILABLE) or still loading
+        the model (NOT_FOUND, or no version AVAILABLE) is asked again every ``poll``
+        seconds, up to ``seconds``; any other error is raised at once.
+
+        Raises:
+          ServingError: the model was not available after ``seconds`` (the last
+            error or status, named), or the server answered another error.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                statuses = self.status()
+                if any(s.state == "AVAILABLE" for s in statuses):
+                    return statuses
+                last = ServingError(grpc.StatusCode.UNAVAILABLE,
+                                    f"model {self.model!r} has no AVAILABLE version yet: "
+                                    f"{[dataclasses.asdict(s) for s in statuses]}")
+            except ServingError as e:
+                if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+                    raise
+                last = e
+            if time.monotonic() + poll > deadline:
+                raise ServingError(last.code, f"not available after {seconds:g} s: {last}")
+            time.sleep(poll)
+
     def _with_retries(self, attempt, deadline: float):
         """Calls ``attempt()`` until it succeeds, retrying UNAVAILABLE with backoff."""
         delay = self.backoff
