@@ -29,19 +29,19 @@ READY = [VersionStatus(3, "AVAILABLE")]
 
 def test_waits_through_a_starting_and_loading_server():
     client = Scripted([STARTING, LOADING, [VersionStatus(3, "LOADING")], READY])
-    assert client.wait_until_available(5.0, poll=0.01) == READY
+    assert client.wait_until_available(5.0, interval=0.01) == READY
     assert client.calls == 4
 
 
 def test_gives_up_after_the_deadline_naming_the_last_answer():
     client = Scripted([STARTING])
     with pytest.raises(ServingError, match=r"not available after 0\.05 s: .*connection refused"):
-        client.wait_until_available(0.05, poll=0.01)
+        client.wait_until_available(0.05, interval=0.01)
     assert client.calls >= 2
 
 
 def test_other_errors_are_not_waited_on():
     client = Scripted([ServingError(grpc.StatusCode.INVALID_ARGUMENT, "bad")])
     with pytest.raises(ServingError, match="bad"):
-        client.wait_until_available(5.0, poll=0.01)
+        client.wait_until_available(5.0, interval=0.01)
     assert client.calls == 1

@@ -143,18 +143,19 @@ class BaseClient:
 
     # -- shared logic
 
-    def wait_until_available(self, seconds: float, poll: float = 0.5) -> list[VersionStatus]:
+    def wait_until_available(self, timeout: float = 60.0,
+                             interval: float = 0.2) -> list[VersionStatus]:
         """Waits until the server reports a version of the model AVAILABLE; returns the statuses.
 
         A server that is starting (not listening yet: UNAVAILABLE) or still loading
-        the model (NOT_FOUND, or no version AVAILABLE) is asked again every ``poll``
-        seconds, up to ``seconds``; any other error is raised at once.
+        the model (NOT_FOUND, or no version AVAILABLE) is asked again every
+        ``interval`` seconds, up to ``timeout``; any other error is raised at once.
 
         Raises:
-          ServingError: the model was not available after ``seconds`` (the last
-            error or status, named), or the server answered another error.
+          ServingError: the model was not available after ``timeout`` seconds (the
+            last error or status, named), or the server answered another error.
         """
-        deadline = time.monotonic() + seconds
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 statuses = self.status()
@@ -167,9 +168,9 @@ class BaseClient:
                 if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
                     raise
                 last = e
-            if time.monotonic() + poll > deadline:
-                raise ServingError(last.code, f"not available after {seconds:g} s: {last}")
-            time.sleep(poll)
+            if time.monotonic() + interval > deadline:
+                raise ServingError(last.code, f"not available after {timeout:g} s: {last}")
+            time.sleep(interval)
 
     def _with_retries(self, attempt, deadline: float):
         """Calls ``attempt()`` until it succeeds, retrying UNAVAILABLE with backoff."""
@@ -296,11 +297,3 @@ class BaseClient:
             return any(s.state == "AVAILABLE" for s in self.status())
         except ServingError:
             return False
-
-    def wait_until_available(self, timeout: float = 60.0, interval: float = 0.2) -> None:
-        end = time.monotonic() + timeout
-        while not self.is_available():
-            if time.monotonic() > end:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE,
-                                   f"model {self.model!r} not available after {timeout} s")
-            time.sleep(interval)
