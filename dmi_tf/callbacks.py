@@ -95,7 +95,11 @@ class ValidationCallback(tf.keras.callbacks.Callback):
                 tf.summary.scalar(f"valid/{name}", v)
         loss = (logs or {}).get("loss", float("nan"))
         self.history.append({"step": step, "loss": float(loss), **metrics})
-        log.info(f"step {step}: loss {loss:.4f}, valid {self.metric} {value:.4f}"
+        served = ""
+        if "served_interests" in metrics:  # model.choose_interests: what validation chose
+            served = (" serving all interests" if metrics["served_interests"] == 0
+                      else f" serving {metrics['served_interests']} interest(s)")
+        log.info(f"step {step}: loss {loss:.4f}, valid {self.metric} {value:.4f}{served}"
                  f"{' (best)' if improved else f' (best {self.best:.4f} at {self.best_step})'}"
                  f", {speed:,.0f} sequences/s")
         if self.stopped_early:

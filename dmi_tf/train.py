@@ -45,7 +45,7 @@ from dmi_tf.console import list_devices_quietly, log_to_stdout
 from dmi_tf.data.loading import load_data
 from dmi_tf.data.pipeline import evaluation_dataset
 from dmi_tf.errors import UserError
-from dmi_tf.evaluate import evaluate
+from dmi_tf.evaluate import evaluate, evaluate_choosing_interests
 from dmi_tf.io_utils import atomic_write_text
 from dmi_tf.models import build_model
 from dmi_tf.training import fit
@@ -170,11 +170,15 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
             model = build_model(config, dataset.num_items, dataset.train)
         if isinstance(model, tf.keras.Model):
             results.update(fit(model, config, dataset, out_dir,
-                               lambda: evaluate_on(model, valid), verbose,
-                               strategy=strategy, role=role, resume=resume))
-        # The test split is read once, with the selected weights.
+                               lambda: evaluate_choosing_interests(
+                                   model, lambda: evaluate_on(model, valid),
+                                   config.eval.selection_metric),
+                               verbose, strategy=strategy, role=role, resume=resume))
+        # The test split is read once, with the selected weights (and interest choice).
         results["valid"] = evaluate_on(model, valid)
         results["test"] = evaluate_on(model, test)
+        if getattr(model, "served_interests", None) is not None:
+            results["served_interests"] = int(model.served_interests.numpy())
     atomic_write_text(os.path.join(out_dir, "metrics.json"), json.dumps(results, indent=2) + "\n")
     # Finished: the fault-tolerance state is no longer needed (metrics.json marks the end).
     shutil.rmtree(os.path.join(out_dir, "backup"), ignore_errors=True)
