@@ -645,6 +645,20 @@ def test_client_retries_until_the_server_is_up(tmp_path):
         client.close()
 
 
+def test_a_port_in_use_is_refused_not_shared(server, model_base):
+    # gRPC's default SO_REUSEPORT let a second server start on a port in use and take half
+    # of the new connections; each port has one owner.
+    other = server_lib.ModelServer({"dmi": model_base}, poll_seconds=0, warmup=False)
+    with pytest.raises(OSError, match=rf"gRPC on 127.0.0.1:{server.port}: the port is in use"):
+        other.start(port=server.port, log_interval=0)
+    with pytest.raises(OSError, match=rf"REST on 127.0.0.1:{server.rest_port}: .*--rest_api_port"):
+        other.start(port=0, rest_port=server.rest_port, log_interval=0)
+    # The gRPC port it had opened before the REST one failed is free again.
+    with socket.create_server(("127.0.0.1", other.port)):
+        pass
+    other.stop(grace=0)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -299,9 +299,13 @@ class ModelServer:
               log_interval: float = 10.0) -> None:
         """Loads the models, then listens (port 0 picks a free port: see ``self.port``)."""
         self.load()
-        # gRPC keeps the first of repeated keys, so the user's arguments replace the defaults.
+        # The user's arguments replace the defaults (a dict keeps the last value of a key).
         options = dict([("grpc.max_receive_message_length", INT32_MAX),
-                        ("grpc.max_send_message_length", INT32_MAX), *channel_args])
+                        ("grpc.max_send_message_length", INT32_MAX),
+                        # gRPC binds with SO_REUSEPORT by default: a second server on a port
+                        # in use then starts without error and takes half of the new
+                        # connections. One owner per port, as TF-Serving's users expect.
+                        ("grpc.so_reuseport", 0), *channel_args])
         # Each request holds a thread while it waits for its batch, so the pool
         # bounds how many requests can share a batch. TF-Serving's C++ server has
         # no such bound (its flag sizes the pollers); 4 x cores here capped 16
@@ -313,14 +317,25 @@ class ModelServer:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             _PredictionService(self), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(self), self._grpc)
-        self.port = self._grpc.add_insecure_port(f"{host}:{port}")
+        try:
+            self.port = self._grpc.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # gRPC's "Failed to bind to address"; older versions return 0
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {host}:{port} (port in use?)")
+            raise OSError(f"cannot listen for gRPC on {host}:{port}: the port is in use (or "
+                          "the address is not this machine's); stop the process holding it or "
+                          "pass another --port")
         self._grpc.start()
         log.info("Running gRPC ModelServer at %s:%d ... (local stand-in, not TF-Serving)",
                  host, self.port)
         if rest_port:  # 0: no REST API (TF-Serving); -1: a free port
-            self._http = RestServer((host, max(rest_port, 0)), self)
+            try:
+                self._http = RestServer((host, max(rest_port, 0)), self)
+            except OSError as e:
+                self._grpc.stop(None).wait()  # nothing half-started stays listening
+                raise OSError(f"cannot listen for REST on {host}:{rest_port}: {e.strerror or e}; "
+                              "stop the process holding it or pass another --rest_api_port"
+                              ) from None
             self.rest_port = self._http.server_address[1]
             self._threads.append(threading.Thread(target=self._http.serve_forever, daemon=True,
                                                   name="rest"))
