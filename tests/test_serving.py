@@ -470,6 +470,62 @@ def test_100_mb_request_is_served_and_the_limit_is_configurable(stub, model_base
     assert_alive(stub)
 
 
+def broadcast_request(shape, value=b"item001"):
+    """A request whose history has one value, which fills ``shape`` (about 50 bytes)."""
+    request = predict_request([["x"]])
+    history = request.inputs["history"]
+    history.ClearField("string_val")
+    history.string_val.append(value)
+    del history.tensor_shape.dim[:]
+    for size in shape:
+        history.tensor_shape.dim.add(size=size)
+    return request
+
+
+def test_request_size_is_checked_before_anything_is_allocated(stub, server):
+    # One value fills a declared shape: 43 bytes asked for 16.7M ids (1.6 GB, 4.7 s), and
+    # [1, 4.5e8] would have killed the host. Refused before decoding, as gRPC refuses a
+    # message over its size limit.
+    assert server.limits.max_elements == 2**24
+    request = broadcast_request([1, 2**24 + 1])
+    assert request.ByteSize() <= 50
+    start = time.monotonic()
+    error = rpc_error(stub.Predict, request)
+    assert time.monotonic() - start < 5
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "16,777,217 elements" in error.details() and "--max_request_elements" in error.details()
+    # A shape no tensor can have is a bad request, not an internal error (its element
+    # count wrapped around to 0 in NumPy's int64 product).
+    request = broadcast_request([2**32, 2**32])
+    request.inputs["history"].ClearField("string_val")
+    error = rpc_error(stub.Predict, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "more than TensorFlow's limit" in error.details()
+    # Bytes: a 3 MB id filling 1,000 slots is 3 GB once decoded.
+    error = rpc_error(stub.Predict, broadcast_request([1, 1000], b"x" * 3_000_000))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max_request_bytes" in error.details()
+    # The limit is on the request's size, not on broadcasting: a small filled shape is served.
+    assert stub.Predict(broadcast_request([2, 3]), timeout=30).outputs["item_ids"]
+    assert_alive(stub)
+
+
+def test_request_limits_are_configurable_and_count_every_input(model_base):
+    limits = server_lib.RequestLimits(max_elements=100, max_bytes=2_000)
+    srv = server_lib.ModelServer({"dmi": model_base}, poll_seconds=0, warmup=False,
+                                 limits=limits)
+    srv.start(port=0, log_interval=0)
+    try:
+        with client_lib.make_channel(f"127.0.0.1:{srv.port}") as channel:
+            small = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert small.Predict(predict_request([["item001"] * 100]), timeout=30).outputs
+            for history in ([["item001"] * 101], [["y" * 1_000, "z" * 1_000]]):
+                error = rpc_error(small.Predict, predict_request(history))
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+    finally:
+        srv.stop(grace=1)
+
+
 def test_clients_that_disconnect_mid_call(stub, server):
     history = np.array([[f"id{i}" for i in range(200_000)]] * 4, dtype=object)
     request = predict_request(history)
@@ -586,6 +642,28 @@ def test_batcher_joins_pads_splits_and_bounds_its_queue():
             strict.submit("k", {"x": np.zeros((3, 1))}, 3)
     finally:
         strict.stop()
+
+
+def test_padding_never_grows_a_batch_past_the_request_limit():
+    # One wide history padded 31 narrow ones to its width: 32 x the largest request.
+    calls = []
+
+    def run(key, inputs):
+        calls.append(inputs["x"].shape)
+        return {"out": inputs["x"][:, :1]}
+
+    options = server_lib.BatchingOptions(max_batch_size=32, batch_timeout_micros=100_000,
+                                         num_batch_threads=1, pad_variable_length_inputs=True)
+    batcher = Batcher(options, run, max_elements=1_000)
+    try:
+        tasks = [*batcher.submit("k", {"x": np.zeros((1, 900))}, 1)]
+        for _ in range(5):
+            tasks += batcher.submit("k", {"x": np.zeros((1, 2))}, 1)
+        for task in tasks:
+            task.future.result(10)
+    finally:
+        batcher.stop()
+    assert sorted(calls) == [(1, 900), (5, 2)]
 
 
 def test_batching_parameters_file_is_parsed():

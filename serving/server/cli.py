@@ -21,7 +21,13 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.server.batching import BatchingOptions
-from serving.server.core import DEFAULT_GRPC_THREADS, ModelServer
+from serving.server.core import (
+    DEFAULT_GRPC_THREADS,
+    DEFAULT_MAX_REQUEST_ELEMENTS,
+    INT32_MAX,
+    ModelServer,
+    RequestLimits,
+)
 
 log = logging.getLogger("serving.server")
 
@@ -77,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
          help=f"requests handled at once (default {DEFAULT_GRPC_THREADS}; threads start on "
               "demand). Unlike TF-Serving's flag of that name it bounds concurrent requests, "
               "and with them the batch sizes server-side batching can form")
+    flag("--max_request_elements", type=int, default=DEFAULT_MAX_REQUEST_ELEMENTS,
+         help="most elements (ids) a request's inputs may declare, checked before they are "
+              f"decoded (default {DEFAULT_MAX_REQUEST_ELEMENTS:,}; also bounds a padded batch); "
+              "above it: RESOURCE_EXHAUSTED (this server only: TF-Serving has no such limit)")
+    flag("--max_request_bytes", type=int, default=INT32_MAX,
+         help=f"most bytes a request's inputs may hold (default {INT32_MAX:,}, gRPC's message "
+              "limit), counting a value that fills a shape once per element; also the most a "
+              "REST body may hold. Above it: RESOURCE_EXHAUSTED (this server only)")
     flag("--tensorflow_intra_op_parallelism", type=int, default=0,
          help="threads of one op (0: TensorFlow's default, one per core)")
     flag("--tensorflow_inter_op_parallelism", type=int, default=0,
@@ -131,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.max_request_elements < 1 or args.max_request_bytes < 1:
+            raise ValueError("--max_request_elements and --max_request_bytes must be >= 1")
         models = models_from_args(args)
         batching = batching_from_args(args)
         for name, path in models.items():
@@ -149,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
     tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     server = ModelServer(models, batching, args.file_system_poll_wait_seconds,
-                         args.enable_model_warmup)
+                         args.enable_model_warmup,
+                         RequestLimits(args.max_request_elements, args.max_request_bytes))
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import time
@@ -48,6 +49,51 @@ log = logging.getLogger("serving.server")
 
 INT32_MAX = 2**31 - 1  # TF-Serving's gRPC message size limit
 DEFAULT_GRPC_THREADS = 256
+#: 16,777,216 ids: 16 x the 100 MB request of the tests (10 users x 100,000 ids), or the
+#: clients' 256 users per request with 65,536 ids each. A decoded id costs about 100 bytes
+#: on its way through a request (measured), so one request stays under about 1.7 GB.
+DEFAULT_MAX_REQUEST_ELEMENTS = 2**24
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestLimits:
+    """How large a request's inputs may be, checked before any of them is decoded.
+
+    A TensorProto with one value and a shape fills the shape with it, so a
+    43-byte request can declare 10^9 ids; the wire size alone bounds nothing.
+    ``max_elements`` bounds the elements the inputs' shapes declare, summed;
+    ``max_bytes`` the inputs' size, summed (``tensors.size_bytes``: wire size, or
+    decoded size where a value fills a shape; for REST, also the body). The
+    defaults refuse no request gRPC's 2 GiB message limit lets through with
+    its values sent one by one, up to 16.7M ids. Over a limit is
+    RESOURCE_EXHAUSTED, as gRPC answers a message over its size limit; a shape
+    no tensor can have (over 2^63 - 1 elements) is INVALID_ARGUMENT.
+    """
+
+    max_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS
+    max_bytes: int = INT32_MAX
+
+    def check(self, inputs) -> None:
+        """Raises the request error if the TensorProtos ``inputs`` (alias -> proto) are too big."""
+        elements = size = 0
+        for alias, proto in inputs.items():
+            try:
+                elements += tensors.element_count(proto)
+                size += tensors.size_bytes(proto)
+            except tensors.TensorError as e:
+                raise invalid(f"tensor parsing error: {alias}: {e}") from None
+        if elements > self.max_elements:
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the request's inputs declare {elements:,} elements, more than this server's "
+                f"limit of {self.max_elements:,} (--max_request_elements); send fewer users or "
+                "shorter histories per request (the model reads only the last L ids of each)")
+        if size > self.max_bytes:
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the request's inputs hold {size:,} bytes, more than this server's limit of "
+                f"{self.max_bytes:,} (--max_request_bytes); send fewer users or shorter histories "
+                "per request")
 
 
 class _Stats:
@@ -92,11 +138,15 @@ class ModelServer:
       poll_seconds: file-system poll interval for new versions (0: load once).
       warmup: replay each version's ``assets.extra/tf_serving_warmup_requests``
         before serving it.
+      limits: the largest request accepted (also the largest padded batch).
     """
 
     def __init__(self, models: dict[str, str], batching: BatchingOptions | None = None,
-                 poll_seconds: float = 1.0, warmup: bool = True):
-        self.models = {name: Model(name, path, batching, warmup) for name, path in models.items()}
+                 poll_seconds: float = 1.0, warmup: bool = True,
+                 limits: RequestLimits | None = None):
+        self.limits = limits or RequestLimits()
+        self.models = {name: Model(name, path, batching, warmup, self.limits.max_elements)
+                       for name, path in models.items()}
         self.poll_seconds = poll_seconds
         self.stats = _Stats()
         self._stop = threading.Event()
@@ -172,15 +222,17 @@ class ModelServer:
                 f"version {servable.version}: {', '.join(sorted(servable.inputs))}")
         return signature
 
-    @staticmethod
-    def validate(servable: Servable, request: predict_pb2.PredictRequest):
+    def validate(self, servable: Servable, request: predict_pb2.PredictRequest):
         """Checks a request against the signature, in TF-Serving's order and with its statuses.
+
+        The request's size is checked against ``self.limits`` before any input
+        is decoded.
 
         Returns:
           ``(signature, inputs, output_aliases, rows)``: decoded inputs and the
           common batch size (None when an input is a scalar).
         """
-        signature = ModelServer._signature(servable, request.model_spec.signature_name)
+        signature = self._signature(servable, request.model_spec.signature_name)
         expected = servable.inputs[signature]
         sent = set(request.inputs)
         if sent != set(expected):
@@ -193,7 +245,6 @@ class ModelServer:
                     f"{{{','.join(missing)}}}.")
             raise invalid(f"input tensor alias not found in signature: {extra[0]}. Inputs "
                           f"expected to be in the set {{{','.join(sorted(expected))}}}.")
-        inputs, rows = {}, set()
         for alias, proto in request.inputs.items():
             info = expected[alias]
             if proto.dtype != info.dtype:
@@ -203,6 +254,10 @@ class ModelServer:
                     f"{tensors.DTYPE_NAMES.get(proto.dtype, proto.dtype)}: expects arg "
                     f"{alias!r} to be {types_pb2.DataType.Name(info.dtype)} but "
                     f"{types_pb2.DataType.Name(proto.dtype)} is provided")
+        self.limits.check(request.inputs)
+        inputs, rows = {}, set()
+        for alias, proto in request.inputs.items():
+            info = expected[alias]
             try:
                 value = tensors.to_numpy(proto)
             except tensors.TensorError as e:

@@ -52,7 +52,7 @@ class Model:
     """
 
     def __init__(self, name: str, base_path: str, batching: BatchingOptions | None,
-                 warmup: bool = True):
+                 warmup: bool = True, max_batch_elements: int | None = None):
         self.name = name
         self.base_path = base_path
         self.warmup = warmup
@@ -62,7 +62,8 @@ class Model:
         self._lock = threading.Lock()
         # (rows, seconds) of recent model calls, for the log; bounded when nobody reads it.
         self.runs: collections.deque = collections.deque(maxlen=LOG_WINDOW)
-        self.batcher = Batcher(batching, self._run_batch) if batching else None
+        self.batcher = (Batcher(batching, self._run_batch, max_batch_elements) if batching
+                        else None)
 
     def run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
             outputs: list[str], rows: int | None) -> dict[str, np.ndarray]:
