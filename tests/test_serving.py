@@ -360,6 +360,110 @@ def test_rest_api_formats_and_errors(server):
     assert status == 400 and "instances" in body["error"]
 
 
+def raw_http(port, data, timeout=30):
+    """Sends raw bytes to an HTTP port; returns (status code, body) of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                break
+    return int(answer.split(b" ", 2)[1]), answer.partition(b"\r\n\r\n")[2]
+
+
+def raw_post(port, body, path="/v1/models/dmi:predict", timeout=30):
+    body = body.encode() if isinstance(body, str) else body
+    return raw_http(port, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n"
+                    + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
+                    timeout)
+
+
+@pytest.mark.parametrize("body", [
+    "[null]", '{"instances": [[null]]}', '{"instances": null}',
+    '{"instances": ' + "[" * 100_000 + "]" * 100_000 + "}",  # deeper than any tensor
+    "[" * 100_000,
+    '{"instances": [[{"b64": 1}]]}', '{"instances": [[{"b64": "!!"}]]}',  # not base64
+    '{"instances": [[18446744073709551616]]}',  # no int64 holds it
+    '{"instances": [["\\ud800"]]}',  # a lone surrogate: not Unicode
+    b'{"instances": [["\xff"]]}',  # not UTF-8
+])
+def test_rest_client_errors_are_400(server, stub, body):
+    status, answer = raw_post(server.rest_port, body)
+    assert status == 400, answer
+    assert json.loads(answer)["error"]
+    assert_alive(stub)
+
+
+def test_rest_malformed_http_is_4xx(server, stub):
+    port = server.rest_port
+    head = b"POST /v1/models/dmi:predict HTTP/1.1\r\nHost: t\r\n"
+    assert raw_http(port, head + b"Content-Length: abc\r\n\r\n{}")[0] == 400
+    assert raw_http(port, head + b"Content-Length: -1\r\n\r\n{}")[0] == 400
+    status, answer = raw_http(port, b"GET /v1/models/dmi/versions/99999999999999999999 "
+                              b"HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert status == 400 and b"Failed to convert version" in answer
+    status, answer = raw_http(port, b"PUT /v1/models/dmi:predict HTTP/1.1\r\nHost: t\r\n"
+                              b"Content-Length: 0\r\n\r\n")
+    assert status == 400 and b"Malformed request: PUT" in answer
+    assert_alive(stub)
+
+
+def test_rest_body_and_value_limits(model_base):
+    limits = server_lib.RequestLimits(max_elements=100, max_bytes=4_000)
+    srv = server_lib.ModelServer({"dmi": model_base}, poll_seconds=0, warmup=False,
+                                 limits=limits)
+    srv.start(port=0, rest_port=-1, log_interval=0)
+    try:
+        ok = json.dumps({"instances": [["item001"] * 100]})
+        assert raw_post(srv.rest_port, ok)[0] == 200
+        status, answer = raw_post(srv.rest_port, ok.replace('"]]', '", "item002"]]'))
+        assert status == 429 and b"101 elements" in answer  # RESOURCE_EXHAUSTED
+        # Far more JSON values than that: refused before the JSON is parsed.
+        status, answer = raw_post(srv.rest_port, "[" + "0," * 1_000 + "0]")
+        assert status == 429 and b"JSON values" in answer
+        # A body over the byte limit: refused by the HTTP server while reading it.
+        assert raw_post(srv.rest_port, " " * 5_000 + ok)[0] == 413
+    finally:
+        srv.stop(grace=1)
+
+
+def test_rest_takes_200_concurrent_requests_on_a_bounded_pool(server, stub):
+    # The old server's listen backlog of 5 timed out 135 of 200 such requests, and it
+    # started a thread per connection: 200 slow clients held 187 threads.
+    threads_before = threading.active_count()
+    slow = []
+    for _ in range(200):
+        connection = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
+        connection.sendall(b"POST /v1/models/dmi:predict HTTP/1.1\r\nHost: t\r\n")
+        slow.append(connection)
+    try:
+        time.sleep(0.5)
+        assert threading.active_count() - threads_before < 10
+        body = json.dumps({"instances": [["item001", "item002"]]})
+        barrier, statuses = threading.Barrier(200), []
+
+        def post():
+            barrier.wait()
+            try:
+                statuses.append(raw_post(server.rest_port, body, timeout=60)[0])
+            except OSError as e:
+                statuses.append(repr(e))
+
+        clients = [threading.Thread(target=post) for _ in range(200)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join()
+        assert statuses == [200] * 200
+    finally:
+        for connection in slow:
+            connection.close()
+    assert_alive(stub)
+
+
 def test_rest_requests_are_checked_by_the_grpc_validation(server, stub):
     # The same bad request over both APIs: one validation, so one status and one message.
     renamed = predict_request([["item001"]])
@@ -837,32 +941,46 @@ def test_sigterm_finishes_in_flight_requests(tmp_path):
     # A long batch timeout keeps the requests waiting in the server when SIGTERM comes;
     # shutting down runs them at once instead of after the timeout.
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--port", "0", "--model_config_file",
-         str(base / "models.config"), "--enable_batching", "--batch_timeout_micros",
-         "60000000", "--max_batch_size", "64"],
+        [sys.executable, "-m", "serving.server", "--port", "0", "--rest_api_port", "-1",
+         "--model_config_file", str(base / "models.config"), "--enable_batching",
+         "--batch_timeout_micros", "60000000", "--max_batch_size", "64"],
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
-        port = None
+        port = rest_port = None
         lines = []
         for line in process.stderr:
             lines.append(line)
             if match := re.search(r"Running gRPC ModelServer at [\d.]+:(\d+)", line):
                 port = int(match.group(1))
+            if match := re.search(r"Exporting HTTP/REST API at:[\d.]+:(\d+)", line):
+                rest_port = int(match.group(1))
                 break
-        assert port, "".join(lines)
+        assert port and rest_port, "".join(lines)
         channel = client_lib.make_channel(f"127.0.0.1:{port}")
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         futures = [stub.Predict.future(predict_request([["item001"]]), timeout=30)
                    for _ in range(8)]
-        time.sleep(0.5)
+        # REST requests in flight too, long ones (their JSON alone takes a while): the old
+        # REST server's threads died with the process once the gRPC requests were answered.
+        rest_answers, body = [], json.dumps({"instances": [["", *["item001"] * 300_000]]})
+        rest_clients = [threading.Thread(target=lambda: rest_answers.append(
+            raw_post(rest_port, body)[0])) for _ in range(4)]
+        for thread in rest_clients:
+            thread.start()
+        time.sleep(1.0)
         stopped = time.monotonic()
         process.send_signal(signal.SIGTERM)
         for future in futures:
             assert future.result().model_spec.version.value == 1
+        for thread in rest_clients:
+            thread.join(timeout=30)
+        assert rest_answers == [200] * 4
         assert process.wait(timeout=30) == 0
         assert time.monotonic() - stopped < 20
         log = "".join(lines) + process.stderr.read()
-        assert "Shutting down" in log and "'OK': 8" in log
+        assert "Shutting down" in log and "'OK': 12" in log
+        with pytest.raises(OSError):  # stopped listening
+            socket.create_connection(("127.0.0.1", rest_port), timeout=5)
         channel.close()
     finally:
         if process.poll() is None:

@@ -28,6 +28,7 @@ from serving.server.core import (
     ModelServer,
     RequestLimits,
 )
+from serving.server.rest import RestOptions
 
 log = logging.getLogger("serving.server")
 
@@ -61,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     flag = p.add_argument
     flag("--port", type=int, default=8500, help="gRPC port (0 picks a free one)")
     flag("--rest_api_port", type=int, default=0, help="REST port (0: no REST API)")
+    rest = RestOptions()
+    flag("--rest_api_num_threads", type=int, default=rest.num_threads,
+         help=f"REST requests handled at once (default {rest.num_threads}; each waiting for its "
+              "batch holds one; TF-Serving's default is 4 per core)")
+    flag("--rest_api_backlog", type=int, default=rest.backlog,
+         help=f"REST connections queued before they are accepted (default {rest.backlog}; "
+              "not a TF-Serving flag)")
+    flag("--rest_api_max_connections", type=int, default=rest.max_connections,
+         help=f"REST connections open at once; more wait in the backlog (default "
+              f"{rest.max_connections}; not a TF-Serving flag)")
+    flag("--rest_api_idle_timeout_seconds", type=int, default=rest.idle_timeout_seconds,
+         help="a REST connection without a request in progress and without traffic for this "
+              f"long is closed (default {rest.idle_timeout_seconds}; not a TF-Serving flag)")
     flag("--host", default="127.0.0.1", help="address to listen on (not a TF-Serving flag; "
          "TF-Serving listens on all interfaces, this server on loopback unless told)")
     flag("--model_name", default="default")
@@ -145,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.max_request_elements < 1 or args.max_request_bytes < 1:
-            raise ValueError("--max_request_elements and --max_request_bytes must be >= 1")
+        for name in ("max_request_elements", "max_request_bytes", "rest_api_num_threads",
+                     "rest_api_backlog", "rest_api_max_connections",
+                     "rest_api_idle_timeout_seconds"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
         models = models_from_args(args)
         batching = batching_from_args(args)
         for name, path in models.items():
@@ -172,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: done.set())
     try:
         server.start(args.port, args.host, args.rest_api_port, args.grpc_max_threads,
-                     args.grpc_channel_arguments, args.log_interval_seconds)
+                     args.grpc_channel_arguments, args.log_interval_seconds,
+                     RestOptions(args.rest_api_num_threads, args.rest_api_backlog,
+                                 args.rest_api_max_connections,
+                                 args.rest_api_idle_timeout_seconds))
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

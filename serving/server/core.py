@@ -41,7 +41,7 @@ from tensorflow_serving.apis import (
 from serving import contract, tensors
 from serving.server.batching import BatchingOptions, Task
 from serving.server.errors import ServingError, invalid
-from serving.server.rest import RestServer
+from serving.server.rest import RestOptions, RestServer
 from serving.server.servable import Servable, TensorInfo
 from serving.server.versions import LOG_WINDOW, Model
 
@@ -351,7 +351,7 @@ class ModelServer:
 
     def start(self, port: int = 8500, host: str = "127.0.0.1", rest_port: int = 0,
               max_threads: int | None = None, channel_args: Iterable[tuple[str, object]] = (),
-              log_interval: float = 10.0) -> None:
+              log_interval: float = 10.0, rest_options: RestOptions | None = None) -> None:
         """Loads the models, then listens (port 0 picks a free port: see ``self.port``)."""
         self.load()
         # The user's arguments replace the defaults (a dict keeps the last value of a key).
@@ -385,15 +385,14 @@ class ModelServer:
                  host, self.port)
         if rest_port:  # 0: no REST API (TF-Serving); -1: a free port
             try:
-                self._http = RestServer((host, max(rest_port, 0)), self)
+                self._http = RestServer((host, max(rest_port, 0)), self, rest_options)
             except OSError as e:
                 self._grpc.stop(None).wait()  # nothing half-started stays listening
                 raise OSError(f"cannot listen for REST on {host}:{rest_port}: {e.strerror or e}; "
                               "stop the process holding it or pass another --rest_api_port"
                               ) from None
-            self.rest_port = self._http.server_address[1]
-            self._threads.append(threading.Thread(target=self._http.serve_forever, daemon=True,
-                                                  name="rest"))
+            self.rest_port = self._http.port
+            self._http.start()
             log.info("Exporting HTTP/REST API at:%s:%d ...", host, self.rest_port)
         if self.poll_seconds > 0:
             self._threads.append(threading.Thread(target=self._poll_loop, daemon=True,
@@ -408,14 +407,15 @@ class ModelServer:
         """Graceful stop: no new requests; in-flight ones finish (up to ``grace`` s)."""
         log.info("Shutting down: refusing new requests, finishing in-flight ones")
         self._stop.set()
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
         for model in self.models.values():
             if model.batcher is not None:
                 model.batcher.drain()  # in-flight requests must not wait for batch timeouts
-        if self._grpc is not None:
-            self._grpc.stop(grace).wait()
+        # Both front ends stop listening at once and drain side by side, each within grace.
+        grpc_stopped = self._grpc.stop(grace) if self._grpc is not None else None
+        if self._http is not None:
+            self._http.stop(grace)
+        if grpc_stopped is not None:
+            grpc_stopped.wait()
         for model in self.models.values():
             if model.batcher is not None:
                 model.batcher.stop()
