@@ -878,6 +878,38 @@ def test_new_version_is_swapped_in_without_a_failed_request(server, model_base):
     shutil.rmtree(os.path.join(model_base, "tmp-export"))
 
 
+def test_a_version_caught_half_copied_is_loaded_once_the_copy_completes(tmp_path):
+    source, base = tmp_path / "source", tmp_path / "dmi"
+    write_contract_model(str(source), VOCAB, seed=3, warmup_signature=None)
+    write_contract_model(str(base / "1"), VOCAB, seed=1, warmup_signature=None)
+    srv = server_lib.ModelServer({"dmi": str(base)}, poll_seconds=0.1, warmup=False)
+    srv.start(port=0, log_interval=0)
+    try:
+        model = srv.models["dmi"]
+        # A copy by hand, caught with every top-level entry there but variables/ still empty.
+        half = base / "2"
+        half.mkdir()
+        (half / "variables").mkdir()
+        for entry in source.iterdir():
+            if entry.name != "variables":
+                (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, half / entry.name)
+        deadline = time.monotonic() + 60
+        while model.states.get(2) is None or model.states[2].error == "":
+            assert time.monotonic() < deadline, model.states
+            time.sleep(0.1)
+        # The copy completes inside variables/: the version folder's own mtime stays.
+        mtime = os.stat(half).st_mtime_ns
+        for entry in (source / "variables").iterdir():
+            shutil.copy2(entry, half / "variables" / entry.name)
+        assert os.stat(half).st_mtime_ns == mtime
+        while model.current.version != 2:
+            assert time.monotonic() < deadline, model.states
+            time.sleep(0.1)
+        assert model.states[2].error == ""
+    finally:
+        srv.stop(grace=1)
+
+
 # --------------------------------------------------------------------------- command lines
 
 
