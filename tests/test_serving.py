@@ -412,15 +412,15 @@ def test_rest_malformed_http_is_4xx(server, stub):
 
 
 def test_rest_body_and_value_limits(model_base):
-    limits = server_lib.RequestLimits(max_elements=100, max_bytes=4_000)
+    limits = server_lib.RequestLimits(max_elements=150, max_bytes=4_000)
     srv = server_lib.ModelServer({"dmi": model_base}, poll_seconds=0, warmup=False,
                                  limits=limits)
     srv.start(port=0, rest_port=-1, log_interval=0)
     try:
         ok = json.dumps({"instances": [["item001"] * 100]})
         assert raw_post(srv.rest_port, ok)[0] == 200
-        status, answer = raw_post(srv.rest_port, ok.replace('"]]', '", "item002"]]'))
-        assert status == 429 and b"101 elements" in answer  # RESOURCE_EXHAUSTED
+        status, answer = raw_post(srv.rest_port, json.dumps({"instances": [["item001"] * 140]}))
+        assert status == 429 and b"140 elements" in answer  # RESOURCE_EXHAUSTED
         # Far more JSON values than that: refused before the JSON is parsed.
         status, answer = raw_post(srv.rest_port, "[" + "0," * 1_000 + "0]")
         assert status == 429 and b"JSON values" in answer
@@ -598,6 +598,9 @@ def test_request_size_is_checked_before_anything_is_allocated(stub, server):
     assert time.monotonic() - start < 5
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "16,777,217 elements" in error.details() and "--max_request_elements" in error.details()
+    # Rows of nothing ask for answers all the same: refused, not computed.
+    error = rpc_error(stub.Predict, broadcast_request([2**30, 0]))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     # A shape no tensor can have is a bad request, not an internal error (its element
     # count wrapped around to 0 in NumPy's int64 product).
     request = broadcast_request([2**32, 2**32])
@@ -615,17 +618,26 @@ def test_request_size_is_checked_before_anything_is_allocated(stub, server):
 
 
 def test_request_limits_are_configurable_and_count_every_input(model_base):
-    limits = server_lib.RequestLimits(max_elements=100, max_bytes=2_000)
+    limits = server_lib.RequestLimits(max_elements=150, max_bytes=2_000)
     srv = server_lib.ModelServer({"dmi": model_base}, poll_seconds=0, warmup=False,
                                  limits=limits)
     srv.start(port=0, log_interval=0)
     try:
         with client_lib.make_channel(f"127.0.0.1:{srv.port}") as channel:
             small = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            # 100 ids in, 8 + 8 + 1 elements out.
             assert small.Predict(predict_request([["item001"] * 100]), timeout=30).outputs
-            for history in ([["item001"] * 101], [["y" * 1_000, "z" * 1_000]]):
+            for history in ([["item001"] * 140], [["y" * 1_000, "z" * 1_000]]):
                 error = rpc_error(small.Predict, predict_request(history))
                 assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+            # The answer counts: no id in, but 9 x 17 elements out (a [2^30, 0] history
+            # asked for 2^30 rows of answers).
+            empty_rows = predict_request(np.empty((9, 0), dtype=object))
+            error = rpc_error(small.Predict, empty_rows)
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "answer would have 153 (9 rows)" in error.details()
+            empty_rows.output_filter.append("known_ids")  # 9 x 1 elements out
+            assert small.Predict(empty_rows, timeout=30).outputs["known_ids"]
     finally:
         srv.stop(grace=1)
 

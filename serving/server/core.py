@@ -73,21 +73,30 @@ class RequestLimits:
     max_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS
     max_bytes: int = INT32_MAX
 
-    def check(self, inputs) -> None:
-        """Raises the request error if the TensorProtos ``inputs`` (alias -> proto) are too big."""
-        elements = size = 0
+    def check(self, inputs, output_elements_per_row: int = 0) -> None:
+        """Raises the request error if the TensorProtos ``inputs`` (alias -> proto) are too big.
+
+        The answer counts too: ``output_elements_per_row`` elements for each row
+        (batch element) the inputs declare. A history of shape ``[10**9, 0]``
+        holds no element but asks for 10^9 rows of top-k answers.
+        """
+        elements = size = rows = 0
         for alias, proto in inputs.items():
             try:
                 elements += tensors.element_count(proto)
                 size += tensors.size_bytes(proto)
             except tensors.TensorError as e:
                 raise invalid(f"tensor parsing error: {alias}: {e}") from None
-        if elements > self.max_elements:
+            if shape := tensors.shape_of(proto):
+                rows = max(rows, shape[0])
+        answer = rows * output_elements_per_row
+        if elements + answer > self.max_elements:
             raise ServingError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the request's inputs declare {elements:,} elements, more than this server's "
-                f"limit of {self.max_elements:,} (--max_request_elements); send fewer users or "
-                "shorter histories per request (the model reads only the last L ids of each)")
+                f"the request's inputs declare {elements:,} elements and its answer would have "
+                f"{answer:,} ({rows:,} rows), more than this server's limit of "
+                f"{self.max_elements:,} (--max_request_elements); send fewer users or shorter "
+                "histories per request (the model reads only the last L ids of each)")
         if size > self.max_bytes:
             raise ServingError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -254,7 +263,10 @@ class ModelServer:
                     f"{tensors.DTYPE_NAMES.get(proto.dtype, proto.dtype)}: expects arg "
                     f"{alias!r} to be {types_pb2.DataType.Name(info.dtype)} but "
                     f"{types_pb2.DataType.Name(proto.dtype)} is provided")
-        self.limits.check(request.inputs)
+        answers = servable.outputs[signature]
+        self.limits.check(request.inputs, sum(
+            answers[alias].row_elements()
+            for alias in request.output_filter or answers if alias in answers))
         inputs, rows = {}, set()
         for alias, proto in request.inputs.items():
             info = expected[alias]
