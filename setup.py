@@ -21,5 +21,6 @@ setup(
         # reader (slow clients hold no thread), a listen backlog and a body-size limit.
         "waitress>=3.0",
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    # hypothesis: tests/test_fuzz_serving.py generates random TensorProtos and JSON bodies.
+    extras_require={"test": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100"]},
 )

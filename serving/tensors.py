@@ -22,7 +22,8 @@ import math
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
-__all__ = ["DTYPE_NAMES", "element_count", "from_numpy", "shape_of", "size_bytes", "to_numpy"]
+__all__ = ["DTYPE_NAMES", "dtype_enum_name", "element_count", "from_numpy", "shape_of",
+           "size_bytes", "to_numpy"]
 
 # DataType enum -> (NumPy dtype, TensorProto field holding the values).
 _NUMERIC = {
@@ -41,6 +42,14 @@ _FROM_NUMPY = {np.dtype(numpy_type): dtype for dtype, (numpy_type, _) in _NUMERI
 DTYPE_NAMES = {
     value: name[3:].lower() for name, value in types_pb2.DataType.items() if name != "DT_INVALID"
 }
+
+
+def dtype_enum_name(dtype: int) -> str:
+    """``DT_FLOAT`` for a DataType number; protobuf enums are open, so any number can arrive."""
+    try:
+        return types_pb2.DataType.Name(dtype)
+    except ValueError:
+        return f"DataType {dtype} (not a TensorFlow dtype)"
 
 
 class TensorError(ValueError):
@@ -118,7 +127,7 @@ def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
             return np.frombuffer(proto.tensor_content, dtype=numpy_type).reshape(shape).copy()
         values = np.asarray(getattr(proto, field), dtype=numpy_type)
     else:
-        raise TensorError(f"unsupported dtype {types_pb2.DataType.Name(proto.dtype)}")
+        raise TensorError(f"unsupported dtype {dtype_enum_name(proto.dtype)}")
     if values.size == count:
         return values.reshape(shape)
     if values.size == 1 and count > 0:  # one value fills the whole shape
@@ -163,5 +172,5 @@ def from_numpy(array, dtype: int | None = None) -> tensor_pb2.TensorProto:
         numpy_type, field = _NUMERIC[dtype]
         getattr(proto, field).extend(array.astype(numpy_type, copy=False).ravel().tolist())
     else:
-        raise TensorError(f"unsupported dtype {types_pb2.DataType.Name(dtype)}")
+        raise TensorError(f"unsupported dtype {dtype_enum_name(dtype)}")
     return proto

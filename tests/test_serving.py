@@ -520,6 +520,9 @@ def test_bad_requests_get_tf_servings_status(stub, model_base):
     cases.append((request, grpc.StatusCode.INVALID_ARGUMENT, "tensor parsing error"))
     cases.append((predict_pb2.PredictRequest(), grpc.StatusCode.INVALID_ARGUMENT,
                   "Missing ModelSpec"))
+    request = predict_request([["item001"]])
+    request.inputs["history"].dtype = 33  # protobuf enums are open (found by the fuzz test)
+    cases.append((request, grpc.StatusCode.INVALID_ARGUMENT, "DataType 33 .not a TensorFlow"))
     for request, code, message in cases:
         error = rpc_error(stub.Predict, request)
         assert error.code() == code, (message, error.details())

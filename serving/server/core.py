@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable
 
 import grpc
 import numpy as np
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -261,8 +260,8 @@ class ModelServer:
                     f"input {alias!r} of signature {signature!r} must be "
                     f"{tensors.DTYPE_NAMES.get(info.dtype)}, got "
                     f"{tensors.DTYPE_NAMES.get(proto.dtype, proto.dtype)}: expects arg "
-                    f"{alias!r} to be {types_pb2.DataType.Name(info.dtype)} but "
-                    f"{types_pb2.DataType.Name(proto.dtype)} is provided")
+                    f"{alias!r} to be {tensors.dtype_enum_name(info.dtype)} but "
+                    f"{tensors.dtype_enum_name(proto.dtype)} is provided")
         answers = servable.outputs[signature]
         self.limits.check(request.inputs, sum(
             answers[alias].row_elements()
