@@ -4,6 +4,7 @@ setup(
     name="dmi-tf",
     version="0.1.0",
     description="Diffusion Multi-Interest (DMI) retrieval and its baselines in TensorFlow",
+    license="Apache-2.0",
     packages=find_packages(include=["dmi_tf", "dmi_tf.*", "export", "export.*",
                                     "serving", "serving.*"]),
     # Only 3.11 is tested; TensorFlow 2.20 wheels exist for it.

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from dmi_tf import config as config_lib
+from dmi_tf.console import log_to_stdout
 from dmi_tf.data.pipeline import evaluation_arrays, evaluation_dataset
 from dmi_tf.evaluate import evaluate
 from dmi_tf.metrics import interest_purity
@@ -248,6 +249,7 @@ def plot(results: dict, path: str, title: str) -> bool:
 
 
 def main(argv=None) -> int:
+    log_to_stdout()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True,
                         help="the DMI config, e.g. configs/ml100k_dmi.yaml")

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from dmi_tf import config as config_lib
+from dmi_tf.console import log_to_stdout
 from dmi_tf.data.dataset import Dataset, SplitData
 from dmi_tf.models import build_model
 from dmi_tf.training import fit
@@ -109,6 +110,7 @@ def measure(config: config_lib.Config, num_items: int, num_users: int, steps: in
 
 
 def main(argv=None) -> int:
+    log_to_stdout()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/taobao_dmi.yaml")
     parser.add_argument("--items", type=int, default=1_708_530)

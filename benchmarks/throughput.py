@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from dmi_tf import config as config_lib
 from dmi_tf import distribute
+from dmi_tf.console import log_to_stdout
 from dmi_tf.data.loading import load_data
 from dmi_tf.models import build_model
 from dmi_tf.optimizers import compile_for_training
@@ -52,6 +53,7 @@ def measure(config, steps: int, repeats: int) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
+    log_to_stdout()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/ml100k_comirec_sa.yaml")
     parser.add_argument("--steps", type=int, default=2000)

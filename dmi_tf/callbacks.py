@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -18,6 +19,8 @@ from dmi_tf import distribute
 from dmi_tf.errors import UserError
 from dmi_tf.io_utils import atomic_write_text
 from dmi_tf.optimizers import averaged_weights
+
+log = logging.getLogger(__name__)
 
 
 class ValidationCallback(tf.keras.callbacks.Callback):
@@ -92,12 +95,11 @@ class ValidationCallback(tf.keras.callbacks.Callback):
                 tf.summary.scalar(f"valid/{name}", v)
         loss = (logs or {}).get("loss", float("nan"))
         self.history.append({"step": step, "loss": float(loss), **metrics})
-        print(f"step {step}: loss {loss:.4f}, valid {self.metric} {value:.4f}"
-              f"{' (best)' if improved else f' (best {self.best:.4f} at {self.best_step})'}"
-              f", {speed:,.0f} sequences/s", flush=True)
+        log.info(f"step {step}: loss {loss:.4f}, valid {self.metric} {value:.4f}"
+                 f"{' (best)' if improved else f' (best {self.best:.4f} at {self.best_step})'}"
+                 f", {speed:,.0f} sequences/s")
         if self.stopped_early:
-            print(f"early stop: no better valid {self.metric} in {self.patience} "
-                  "evaluations", flush=True)
+            log.info(f"early stop: no better valid {self.metric} in {self.patience} evaluations")
             self.model.stop_training = True
         self._since, self._since_step = time.perf_counter(), step
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import os
 
 import numpy as np
@@ -39,6 +40,8 @@ import tensorflow as tf
 
 from dmi_tf.config import DistributeConfig
 from dmi_tf.errors import UserError
+
+log = logging.getLogger(__name__)
 
 TF_CONFIG = "TF_CONFIG"
 _EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
@@ -138,8 +141,8 @@ def serve(role: Role) -> None:
     server = tf.distribute.Server(resolver.cluster_spec(), job_name=role.task_type,
                                   task_index=role.task_id, protocol=resolver.rpc_layer or "grpc",
                                   start=True)
-    print(f"{role.name} of the parameter_server cluster serving at {role.address}; it runs "
-          "until stopped (stop it once the chief has finished)", flush=True)
+    log.info(f"{role.name} of the parameter_server cluster serving at {role.address}; it runs "
+             "until stopped (stop it once the chief has finished)")
     server.join()
 
 
@@ -172,8 +175,8 @@ def configure_threads(config: DistributeConfig) -> bool:
 
     TensorFlow fixes its thread pools when its runtime starts, so this must run
     before the process's first TensorFlow op. Later (a second run in the same
-    process, a notebook) a different value cannot take effect: that is printed,
-    not raised, since the setting changes speed only.
+    process, a notebook) a different value cannot take effect: that is a logged
+    warning, not an error, since the setting changes speed only.
     """
     wanted = config.intra_op_threads
     if wanted is None:
@@ -184,9 +187,9 @@ def configure_threads(config: DistributeConfig) -> bool:
     try:
         tf.config.threading.set_intra_op_parallelism_threads(wanted)
     except RuntimeError:
-        print(f"distribute.intra_op_threads={wanted} not applied: TensorFlow already runs in "
-              "this process with its thread pools set. Start a new process, or set "
-              f"TF_NUM_INTRAOP_THREADS={wanted} before it starts.", flush=True)
+        log.warning(f"distribute.intra_op_threads={wanted} not applied: TensorFlow already runs "
+                    "in this process with its thread pools set. Start a new process, or set "
+                    f"TF_NUM_INTRAOP_THREADS={wanted} before it starts.")
         return False
     return True
 

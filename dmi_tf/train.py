@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import shutil
 import sys
@@ -40,6 +41,7 @@ import tensorflow as tf
 
 from dmi_tf import config as config_lib
 from dmi_tf import distribute
+from dmi_tf.console import list_devices_quietly, log_to_stdout
 from dmi_tf.data.loading import load_data
 from dmi_tf.data.pipeline import evaluation_dataset
 from dmi_tf.errors import UserError
@@ -47,6 +49,9 @@ from dmi_tf.evaluate import evaluate
 from dmi_tf.io_utils import atomic_write_text
 from dmi_tf.models import build_model
 from dmi_tf.training import fit
+
+# Not __name__: run as `python -m dmi_tf.train`, this module is __main__.
+log = logging.getLogger("dmi_tf.train")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -135,7 +140,7 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
 
     t0 = time.perf_counter()
     dataset = load_data(config)
-    print(dataset.summary(), f"(loaded in {time.perf_counter() - t0:.1f}s)", flush=True)
+    log.info(f"{dataset.summary()} (loaded in {time.perf_counter() - t0:.1f}s)")
     atomic_write_text(os.path.join(out_dir, "vocabulary.txt"),
                       "".join(raw + "\n" for raw in dataset.vocabulary))
     # Before any TensorFlow work: a multi-worker strategy sets up collectives at startup.
@@ -200,7 +205,9 @@ def format_table(results: dict, cutoffs) -> str:
 
 
 def main(argv=None) -> int:
+    log_to_stdout()
     args = parse_args(argv)
+    list_devices_quietly()
     try:
         config = resolve_config(args)
         role = distribute.cluster_role(config.distribute)

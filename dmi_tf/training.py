@@ -3,6 +3,7 @@ stops improving (resuming an unfinished run, under any ``tf.distribute`` strateg
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -15,6 +16,8 @@ from dmi_tf.budget import training_budget
 from dmi_tf.callbacks import BackupCallback, ValidationCallback, restore_backup
 from dmi_tf.data.pipeline import training_dataset
 from dmi_tf.optimizers import compile_for_training
+
+log = logging.getLogger(__name__)
 
 
 def training_stream(model: tf.keras.Model, config: config_lib.Config, dataset,
@@ -85,13 +88,13 @@ def fit(model: tf.keras.Model, config: config_lib.Config, dataset, run_dir: str,
         callback.load_state(progress["validation"])
         spent = float(progress["train_seconds"])
     epochs = budget.max_steps // checkpoint_steps
-    print(f"training {config.model.name} with batches of {tc.batch_size}: "
-          f"{budget.describe()}", flush=True)
+    log.info(f"training {config.model.name} with batches of {tc.batch_size}: "
+             f"{budget.describe()}")
     if restored:
-        print(f"resuming from step {step:,} ({restored})", flush=True)
+        log.info(f"resuming from step {step:,} ({restored})")
     if distribute.is_parameter_server(strategy):
-        print("parameter_server: item table in "
-              f"{distribute.describe_placement(model.candidate_embeddings())}", flush=True)
+        log.info("parameter_server: item table in "
+                 f"{distribute.describe_placement(model.candidate_embeddings())}")
     t0 = time.perf_counter()
     if step < epochs * checkpoint_steps and not callback.stopped_early:
         train = distribute.training_input(

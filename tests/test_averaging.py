@@ -2,6 +2,7 @@
 moving average of the weights; training itself goes on from its own weights."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from dmi_tf import config as config_lib
@@ -62,6 +63,7 @@ def _trained_distance(tmp_path, momentum):
     return distance, validated
 
 
+@pytest.mark.slow
 def test_validation_and_the_selected_checkpoint_use_the_average(tmp_path):
     # A momentum this close to 1 keeps the average at the initial weights for 40 steps.
     frozen, frozen_validated = _trained_distance(tmp_path, 0.999999)

@@ -95,6 +95,7 @@ def test_sweep_reuses_a_finished_run_only_if_its_config_is_the_one_asked_for(tmp
         sweep.train_variant(args(), "default", 0)
 
 
+@pytest.mark.slow
 def test_latency_writes_its_table_under_the_title_asked_for(tmp_path):
     latency = load_script("latency")
     configs = os.path.join(os.path.dirname(BENCHMARKS), "configs")
@@ -181,6 +182,7 @@ def test_per_user_counts_the_users_a_hit_rate_cannot_separate():
     assert per_user.compare(a, b, binary=True, paired=False)["paired"] is None
 
 
+@pytest.mark.slow
 def test_per_user_cli_gives_the_means_training_wrote_and_caches_them(tmp_path):
     import contextlib
     import io
@@ -228,6 +230,18 @@ def test_per_user_cli_gives_the_means_training_wrote_and_caches_them(tmp_path):
                        "--b", str(tmp_path / "other-seed*")])
     with pytest.raises(SystemExit, match="no run directory matches"):
         per_user.main(["--a", str(tmp_path / "missing-*"), "--b", str(tmp_path / "*")])
+
+
+def test_knn_scale_measures_a_small_catalogue():
+    knn_scale = load_script("knn_scale")
+    result = knn_scale.measure(num_items=500, num_users=3000, neighbors=20, eval_users=200)
+    assert result["neighbors"] == 20
+    assert 0 < result["similarities"] <= 500 * 20
+    assert result["eval_users"] == 200 and result["users_per_second"] > 0
+    # The planted topics give the neighbours something to find.
+    assert result["recall@50"] > result["most_popular_recall@50"]
+    row = knn_scale.table_row(result)
+    assert row.count("|") == knn_scale.HEADER.splitlines()[0].count("|")
 
 
 def test_soak_report_counts_failures_and_rss_growth():

@@ -242,6 +242,7 @@ def test_rejects_unknown_mode_and_iterations():
         CapsuleRouting(2, 4, 6, iterations=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_compiles_with_xla_and_dynamic_batch(mode):
     layer = layer_for(mode, dynamic_interests=True)

@@ -182,6 +182,7 @@ def refiner_inputs(seed=0, k=2):
     return x_t, h, mask, attention
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kwargs", [{}, {"infer_steps": 4, "keep_items": 2}, {"infer_steps": 8},
                                     {"denoiser": "mlp", "combine": "sum"}])
 def test_reverse_pass_is_deterministic_and_compiles_with_xla(kwargs):

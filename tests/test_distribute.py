@@ -119,6 +119,7 @@ def test_cli_reports_a_missing_tf_config_as_a_user_error(tmp_path, capsys, monke
     assert "error: distribute.strategy=multi_worker needs TF_CONFIG" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_intra_op_threads_apply_in_a_fresh_process_and_say_so_when_too_late(capsys):
     # A fresh process: the setting reaches TensorFlow's pool, before and after the runtime starts.
     script = ("from dmi_tf import config, distribute; import tensorflow as tf\n"
@@ -158,6 +159,7 @@ def test_partitioner_shards_only_the_item_tables():
 
 # --- one process ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_dmi_trains_under_mirrored_strategy(tmp_path):
     """The refiner's generator belongs to the strategy and advances; the run evaluates."""
     from dmi_tf import train
@@ -222,6 +224,7 @@ def test_leave_together_a_worker_exits_even_if_the_leader_left_first(monkeypatch
 
 # --- clusters of local processes -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_multi_worker_mirrored_two_workers_agree(tmp_path):
     run_dir = str(tmp_path / "run")
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
@@ -247,6 +250,7 @@ def test_multi_worker_mirrored_two_workers_agree(tmp_path):
     assert not os.path.exists(os.path.join(chief_dir, "backup"))  # removed once finished
 
 
+@pytest.mark.slow
 def test_parameter_server_cluster_shards_the_item_table(tmp_path):
     run_dir = str(tmp_path / "run")
     ports = [f"127.0.0.1:{p}" for p in free_ports(5)]
@@ -313,6 +317,7 @@ def train_step_graph(optimizer):
     return graph, num_items
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adam", "lazy_adam"])
 def test_train_step_makes_no_batch_by_items_tensor(optimizer):
     graph, num_items = train_step_graph(optimizer)

@@ -59,6 +59,7 @@ def test_zero_inference_steps_answer_the_coarse_interests():
                            refined.coarse_interests(HISTORY).numpy())
 
 
+@pytest.mark.slow
 def test_interests_are_deterministic_and_compile_with_xla():
     model = model_of("diffusion.infer_steps=4", "diffusion.keep_items=2")
     first = model.interests(HISTORY).numpy()
@@ -71,6 +72,7 @@ def test_interests_are_deterministic_and_compile_with_xla():
     assert np.all((weights > 0).sum(-1) <= 2)  # r = 2 kept items per interest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [(), ("diffusion.infer_steps=4", "diffusion.keep_items=2"),
                                        ("diffusion.denoiser=mlp",)])
 def test_folding_for_inference_keeps_the_answers_and_refreshes(overrides):
@@ -127,7 +129,7 @@ def test_training_all_interests_refines_each_as_if_alone():
     model = model_of("diffusion.noise_scale=0", "diffusion.steps=1",
                      "diffusion.train_interests=all",
                      "model.num_interests=3")
-    embeddings, mask, interests, weights = model._attend(HISTORY)
+    embeddings, mask, interests, weights = model._extract(HISTORY)
     u_all, x0_all = model.refiner.train_refine_all(interests, embeddings, mask, weights)
     assert u_all.shape == interests.shape == x0_all.shape
     for k in range(3):
@@ -158,6 +160,7 @@ def test_reconstruction_weight_enters_the_loss():
     np.testing.assert_allclose(a - b, 0.1 * recon, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_dmi_trains_through_keras_fit_and_saves_its_reverse_pass(tmp_path):
     from dmi_tf.data.pipeline import training_dataset
     model = model_of("diffusion.infer_steps=2")

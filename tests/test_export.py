@@ -152,6 +152,7 @@ def fresh_load(tmp_path, model_dir, histories, import_scann=False):
         return {key: data[key] for key in data.files}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["dmi", "comirec_sa", "youtube_dnn"])
 def test_fresh_process_answers_what_the_python_model_answers(runs, exports, model, tmp_path):
     run = load_run(runs[model])
@@ -200,6 +201,7 @@ def test_fresh_process_answers_what_the_python_model_answers(runs, exports, mode
     np.testing.assert_array_equal(out["explain/items"].astype(str), want_items)
 
 
+@pytest.mark.slow
 def test_history_wire_format_drops_padding_and_unknown_ids_and_keeps_the_last_l(runs, exports):
     run = load_run(runs["comirec_sa"])
     loaded = tf.saved_model.load(exports["comirec_sa"][0].path)
@@ -220,6 +222,7 @@ def test_history_wire_format_drops_padding_and_unknown_ids_and_keeps_the_last_l(
     assert empty["item_ids"].shape == (1, K_OUT)  # padding-only history still answers
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_every_signature_with_documented_dtypes_and_shapes(runs, exports):
     result, _ = exports["comirec_sa"]
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -253,6 +256,7 @@ def test_saved_model_cli_lists_every_signature_with_documented_dtypes_and_shapes
         assert len(re.findall(r"tensor_info:", outputs_part)) == len(outputs)
 
 
+@pytest.mark.slow
 def test_every_op_of_the_exact_export_has_a_gpu_kernel_or_is_a_host_op(exports):
     for model in ("dmi", "comirec_sa", "youtube_dnn"):
         result, log = exports[model]
@@ -265,6 +269,7 @@ def test_every_op_of_the_exact_export_has_a_gpu_kernel_or_is_a_host_op(exports):
     assert ops["MatMul"] >= 1 and ops["TopKV2"] >= 1 and ops["LookupTableFindV2"] == 2
 
 
+@pytest.mark.slow
 def test_dmi_export_reads_its_folded_weight_products_instead_of_recomputing_them(exports):
     # Unfolded, the query tower tiles the key and value kernels per head (two Tile ops) and
     # runs the step-embedding MLP (Tanh beside ComiRec-SA's own) on every request.
@@ -275,6 +280,7 @@ def test_dmi_export_reads_its_folded_weight_products_instead_of_recomputing_them
         assert ops["Tanh"] == backbone_tanh, signature
 
 
+@pytest.mark.slow
 def test_wide_catalogue_retrieval_ops_have_gpu_kernels(tmp_path):
     # The small exports above score one block with one top-k; a catalogue
     # wider than a block (static slices) and than the two-stage top-k's
@@ -292,6 +298,7 @@ def test_wide_catalogue_retrieval_ops_have_gpu_kernels(tmp_path):
     assert gpu_check.ops_without_gpu_kernel(str(tmp_path), "f") == {}
 
 
+@pytest.mark.slow
 def test_gpu_check_reports_an_op_without_gpu_kernel(tmp_path):
     module = tf.Module()
     module.f = tf.function(lambda s: {"bucket": tf.strings.to_hash_bucket_fast(s, 10)},
@@ -300,6 +307,7 @@ def test_gpu_check_reports_an_op_without_gpu_kernel(tmp_path):
     assert "StringToHashBucketFast" in gpu_check.ops_without_gpu_kernel(str(tmp_path), "f")
 
 
+@pytest.mark.slow
 def test_warmup_records_parse_and_replay(exports, tmp_path):
     result, log = exports["comirec_sa"]
     path = os.path.join(result.path, contract.WARMUP_FILE)
@@ -328,6 +336,7 @@ def test_warmup_records_parse_and_replay(exports, tmp_path):
         tf_serving.write_warmup(str(tmp_path / "many"), records * 60)
 
 
+@pytest.mark.slow
 def test_models_config_and_batching_parameters_are_valid_tf_serving_files(exports):
     base = exports["base"]
     config = model_server_config_pb2.ModelServerConfig()
@@ -354,6 +363,7 @@ def test_models_config_and_batching_parameters_are_valid_tf_serving_files(export
     assert fields["pad_variable_length_inputs"] == ["true"]
 
 
+@pytest.mark.slow
 def test_item_embeddings_are_written_with_raw_ids(runs, exports):
     run = load_run(runs["comirec_sa"])
     extra = os.path.join(exports["comirec_sa"][0].path, "assets.extra")
@@ -370,6 +380,7 @@ def test_item_embeddings_are_written_with_raw_ids(runs, exports):
     assert [shape for _, shape in saved].count(table_shape) == 1
 
 
+@pytest.mark.slow
 def test_scann_export_needs_scann_ops_and_approximates_the_exact_export(runs, exports, tmp_path):
     result, log = exports["scann"]
     assert "stock TF-Serving" in log and "cannot load it" in log
@@ -393,6 +404,7 @@ def test_scann_export_needs_scann_ops_and_approximates_the_exact_export(runs, ex
     assert proc.returncode != 0 and "Scann" in proc.stderr
 
 
+@pytest.mark.slow
 def test_versions_count_up_and_are_immutable(runs, tmp_path):
     base = str(tmp_path)
     first, _ = quiet_export(runs["youtube_dnn"], base, k=10)
@@ -403,6 +415,7 @@ def test_versions_count_up_and_are_immutable(runs, tmp_path):
         quiet_export(runs["youtube_dnn"], base, version=2, k=10)
 
 
+@pytest.mark.slow
 def test_rows_layout_stores_the_item_table_once(runs, tmp_path):
     # The default exact index scores a transposed copy of the table: it is stored
     # twice. With layout rows the index scores the model's own variable.
@@ -420,6 +433,7 @@ def test_rows_layout_stores_the_item_table_once(runs, tmp_path):
                                                              abs=4096)
 
 
+@pytest.mark.slow
 def test_interrupted_export_leaves_no_version_directory(runs, tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -446,6 +460,7 @@ def test_published_directory_appears_whole_or_not_at_all(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["1", "2"] and os.listdir(tmp_path / "2") == []
 
 
+@pytest.mark.slow
 def test_killed_export_leaves_no_version_directory(runs, tmp_path):
     base = tmp_path / "base"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -479,6 +494,7 @@ def test_killed_export_leaves_no_version_directory(runs, tmp_path):
     assert f"removed {leftover}, left by an export that was killed" in log
 
 
+@pytest.mark.slow
 def test_cli_errors_name_the_cause(runs, tmp_path, capsys):
     code = export_cli.main(["--run", str(tmp_path / "nope"), "--out", str(tmp_path / "b")])
     assert code == 2 and "is not a run directory" in capsys.readouterr().err

@@ -1,15 +1,18 @@
 """Tests for dmi_tf.models.item_knn: the similarity matrix and retrieval through it."""
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from dmi_tf.data.dataset import SplitData
+from dmi_tf.data.pipeline import evaluation_dataset
 from dmi_tf.errors import ConfigError, DataError
+from dmi_tf.evaluate import evaluate, evaluate_per_user
 from dmi_tf.models import item_knn
-from dmi_tf.models.item_knn import MAX_ITEMS, ItemKNN
+from dmi_tf.models.item_knn import DEFAULT_NEIGHBORS, DENSE_MAX_ITEMS, ItemKNN
 from dmi_tf.retrieval import retrieve
 
 # 3 users, items 1..4 (table of 5 rows, 0 = padding). User b clicks item 2
@@ -80,20 +83,86 @@ def test_neighbors_keep_each_rows_top_with_ties_to_lower_id():
     np.testing.assert_array_equal(ids.numpy(), [[3, 1]])
 
 
-def test_chunked_cooccurrence_matches_dense(monkeypatch):
-    rng = np.random.default_rng(0)
-    num_items = 23
-    sequences = [rng.integers(1, num_items, size=rng.integers(1, 15)) for _ in range(40)]
-    train = SplitData.from_sequences(np.arange(40), sequences)
-    dense = np.zeros((40, num_items), np.float64)
+def random_train(seed, num_users=40, num_items=23, max_length=15):
+    """Users of 1..max_length random items (repeats included) from ``1..num_items-1``."""
+    rng = np.random.default_rng(seed)
+    sequences = [rng.integers(1, num_items, size=rng.integers(1, max_length))
+                 for _ in range(num_users)]
+    return SplitData.from_sequences(np.arange(num_users), sequences), sequences
+
+
+def dense_reference(sequences, num_items, neighbors):
+    """The dense float32 computation ItemKNN did before it went sparse, one row at a time.
+
+    Same float32 operations in the same order, so the result must be equal to
+    the bit; truncation keeps a row's largest entries, ties to the lower column.
+    """
+    users = np.zeros((len(sequences), num_items), np.float32)
     for u, seq in enumerate(sequences):
-        dense[u, seq] = 1.0
-    want = dense.T @ dense
-    # A tiny chunk forces many bands, single-row bands and items split across bands.
+        users[u, seq] = 1.0
+    co = users.T @ users  # exact: small integers
+    inv_norm = np.zeros(num_items, np.float32)
+    has_users = np.diag(co) > 0
+    inv_norm[has_users] = 1.0 / np.sqrt(np.diag(co)[has_users])
+    sim = co * inv_norm[:, None] * inv_norm[None, :]
+    np.fill_diagonal(sim, 0.0)
+    if neighbors is not None:
+        for row in sim:
+            order = np.lexsort((np.arange(num_items), -row))  # value desc, then column asc
+            row[order[neighbors:]] = 0.0
+    return sim
+
+
+@pytest.mark.parametrize("neighbors", [None, 1, 2, 5])
+@pytest.mark.parametrize("chunk", [37, 1 << 22])
+def test_sparse_similarity_equals_the_dense_one(monkeypatch, neighbors, chunk):
+    # A tiny chunk cuts the rows into many blocks, and rows emitting more than
+    # 37 pairs take the one-row path; the default chunk holds everything at once.
+    monkeypatch.setattr(item_knn, "_CHUNK", chunk)
+    # Few users over few items: many equal similarities, so ties at the cut.
+    train, sequences = random_train(seed=neighbors or 0)
+    lists = item_knn.item_cosine_similarity(train, 23, neighbors)
+    np.testing.assert_array_equal(lists.to_dense(), dense_reference(sequences, 23, neighbors))
+    assert lists.items.dtype == np.int32 and lists.values.dtype == np.float32
+
+
+def test_cooccurrence_blocks_are_bounded_by_the_chunk(monkeypatch):
     monkeypatch.setattr(item_knn, "_CHUNK", 37)
-    np.testing.assert_array_equal(item_knn._cooccurrence(train, num_items), want)
-    monkeypatch.setattr(item_knn, "_CHUNK", 1 << 22)
-    np.testing.assert_array_equal(item_knn._cooccurrence(train, num_items), want)
+    train, sequences = random_train(seed=3)
+    pairs = {}
+    blocks = list(item_knn._cooccurrence_rows(*item_knn._user_item_sets(train, 23), 23))
+    for rows, cols, counts in blocks:
+        # A block is whole rows: one with more than 37 pairs comes alone.
+        assert len(np.unique(rows)) == 1 or counts.sum() <= 37
+        pairs.update({(r, c): n for r, c, n in zip(rows, cols, counts, strict=True)})
+    assert len(blocks) > 5
+    rows = np.concatenate([b[0] for b in blocks])
+    assert np.all(np.diff(rows) >= 0)  # rows ascending across blocks
+    users = np.zeros((len(sequences), 23))
+    for u, seq in enumerate(sequences):
+        users[u, seq] = 1.0
+    want = users.T @ users
+    assert pairs == {(r, c): want[r, c] for r, c in zip(*np.nonzero(want), strict=True)}
+
+
+def test_building_holds_no_dense_matrix(monkeypatch):
+    # 20,001 rows: a dense float32 [M, M] matrix would be 1.6 GB. One user of 300
+    # items makes each item's row 300 pairs, more than the chunk: the one-row
+    # path's [M] counts are then the largest arrays.
+    monkeypatch.setattr(item_knn, "_CHUNK", 256)
+    num_items = 20_001
+    train = SplitData.from_sequences([0, 1], [np.arange(1, 301), [5, 20_000]])
+    item_knn.item_cosine_similarity(TRAIN, NUM_ITEMS, neighbors=7)  # NumPy's first-call setup
+    tracemalloc.start()  # NumPy reports its arrays to it
+    try:
+        lists = item_knn.item_cosine_similarity(train, num_items, neighbors=7)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * num_items * 8  # a few [M] int64 arrays
+    # Item 20,000 keeps item 5; item 5 keeps 7 items of the first user (1/√2 each,
+    # as is item 20,000: the tie goes to the lower ids).
+    assert len(lists.values) == 300 * 7 + 1
 
 
 def test_in_tf_function_with_dynamic_batch():
@@ -108,9 +177,74 @@ def test_in_tf_function_with_dynamic_batch():
                                   [[2, 3], [2, 1], [3, 1]])
 
 
-def test_too_many_items_is_a_data_error():
-    with pytest.raises(DataError, match=f"at most {MAX_ITEMS:,} items"):
-        ItemKNN(TRAIN, MAX_ITEMS + 1)
+def test_large_catalogue_keeps_the_default_neighbors_and_no_dense_table(capsys):
+    # One user of 250 items: each item has 249 neighbours, of which it keeps 200.
+    train = SplitData.from_sequences([0], [np.arange(1, 251)])
+    model = ItemKNN(train, DENSE_MAX_ITEMS + 1)
+    assert model.neighbors == DEFAULT_NEIGHBORS == 200
+    assert model.num_similarities == 250 * 200
+    assert "keeps its 200 most similar items" in capsys.readouterr().out
+    with pytest.raises(DataError, match=r"kept sparse\. Score with model\.score_items"):
+        model.candidate_embeddings()
+    # At the limit, null still keeps every neighbour, and says nothing.
+    model = ItemKNN(train, DENSE_MAX_ITEMS)
+    assert model.neighbors is None and model.num_similarities == 250 * 249
+    assert capsys.readouterr().out == ""
+
+
+def test_score_items_sums_each_history_positions_column_by_hand():
+    model = ItemKNN(TRAIN, NUM_ITEMS)
+    scores = model.score_items(tf.constant([[3, 3, 1, 0], [4, 2, 0, 0], [0, 0, 0, 0]], tf.int32))
+    # score(j) = Σ over positions of sim(j, h): column h of the matrix; item 3 counts twice.
+    np.testing.assert_allclose(
+        scores.numpy(),
+        [2 * WANT[:, 3] + WANT[:, 1], WANT[:, 4] + WANT[:, 2], np.zeros(NUM_ITEMS)],
+        rtol=1e-6,
+    )
+
+
+def test_score_items_of_truncated_lists_by_hand():
+    # Row 3 keeps S23 and S13 (the tie with S34 goes to the lower id), so item 4
+    # in a history adds nothing to item 3.
+    model = ItemKNN(TRAIN, NUM_ITEMS, neighbors=2)
+    scores = model.score_items(tf.constant([[4, 4]], tf.int32)).numpy()
+    np.testing.assert_allclose(scores, [[0, 0, 0, 0, 0]])
+    scores = model.score_items(tf.constant([[2, 1]], tf.int32)).numpy()
+    np.testing.assert_allclose(scores, [[0, S12, S12, S23 + S13, 0]], rtol=1e-6)
+
+
+class DenseView:
+    """An ItemKNN seen through the retrievers' interface only: today's dense path."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def interests(self, history, training=False):
+        return self.model.interests(history)
+
+    def candidate_embeddings(self):
+        return self.model.candidate_embeddings()
+
+
+@pytest.mark.parametrize("neighbors", [None, 3])
+def test_evaluation_equals_the_dense_path(neighbors):
+    train, _ = random_train(seed=7, num_users=60, num_items=40, max_length=20)
+    held_out, _ = random_train(seed=8, num_users=30, num_items=40, max_length=30)
+    model = ItemKNN(train, 40, neighbors=neighbors)
+    history = held_out.items[:20].reshape(2, 10).astype(np.int32)
+    np.testing.assert_allclose(model.score_items(history).numpy(),
+                               model.interests(history).numpy()[:, 0] @ model.candidate_embeddings()
+                               .numpy().T, rtol=1e-6)
+    data = evaluation_dataset(held_out, 8, 7)  # batches of 7: a short last one
+    categories = np.arange(40) % 3
+    for kwargs in ({}, {"categories": categories, "diversity_weight": 0.1}):
+        sparse = evaluate_per_user(model, data, cutoffs=[5, 10], **kwargs)
+        dense = evaluate_per_user(DenseView(model), data, cutoffs=[5, 10], **kwargs)
+        assert sparse.keys() == dense.keys()
+        for name, values in dense.items():
+            np.testing.assert_array_equal(sparse[name], values, err_msg=name)
+        assert evaluate(model, data, cutoffs=[5, 10], **kwargs) == \
+            evaluate(DenseView(model), data, cutoffs=[5, 10], **kwargs)
 
 
 @pytest.mark.parametrize("neighbors", [0, -1, True, 2.0])

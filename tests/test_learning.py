@@ -20,6 +20,8 @@ from dmi_tf.data.synthetic import synthetic_dataset
 from dmi_tf.models import build_model
 from dmi_tf.retrieval import retrieve
 
+pytestmark = pytest.mark.slow  # every model trains
+
 TOP = 20
 
 

@@ -38,6 +38,7 @@ def start(run_dir, log):
                                 env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_where_it_was_and_matches_an_uninterrupted_run(tmp_path):
     reference_dir, run_dir = str(tmp_path / "reference"), str(tmp_path / "run")
     reference = start(reference_dir, str(tmp_path / "reference.log"))

@@ -1,10 +1,16 @@
-"""Tests for dmi_tf.retrieval: exact_topk, merge_interest_topk, retrieve."""
+"""Tests for dmi_tf.retrieval: exact_topk, merge_interest_topk, retrieve, retrieve_from_scores."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from dmi_tf.retrieval import ItemColumns, exact_topk, merge_interest_topk, retrieve
+from dmi_tf.retrieval import (
+    ItemColumns,
+    exact_topk,
+    merge_interest_topk,
+    retrieve,
+    retrieve_from_scores,
+)
 
 NEG_INF = float("-inf")
 
@@ -415,3 +421,40 @@ def test_item_columns_errors_name_the_problem():
         exact_topk(_random((2, 3), seed=3), columns, 3)
     with pytest.raises(ValueError, match="M >= 2"):
         ItemColumns(np.zeros((1, 4), np.float32))
+
+
+# ---------------------------------------------------------------------------
+# retrieve_from_scores
+
+
+@pytest.mark.parametrize("num_items", [12, 2000])  # 2,000: the two-stage top-k
+def test_retrieve_from_scores_ranks_as_retrieve_with_ties_and_nan(num_items):
+    # Integer scores tie everywhere and the padding column scores highest. As
+    # one interest against an identity item table, retrieve sees the same
+    # scores: both must return the same list.
+    rng = np.random.default_rng(num_items)
+    scores = rng.integers(0, 4, size=(5, num_items)).astype(np.float32)
+    scores[:, 0] = 10.0
+    k = min(10, num_items - 1)
+    want = retrieve(scores[:, np.newaxis], np.eye(num_items, dtype=np.float32), k)
+    got = tf.function(lambda s: retrieve_from_scores(s, k))(scores)
+    np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+    np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+    # NaN and -inf (which the identity product would spread over the row) rank
+    # as the lowest finite score, still above the padding.
+    scores[1, 3] = np.nan
+    scores[2, rng.choice(np.arange(1, num_items), num_items - 3, replace=False)] = -np.inf
+    lowest = np.finfo(np.float32).min
+    floored = np.where(scores >= lowest, scores, lowest)
+    floored[:, 0] = -np.inf
+    order = np.argsort(-floored, axis=1, kind="stable")[:, :k]
+    got = retrieve_from_scores(scores, k)
+    np.testing.assert_array_equal(got[1].numpy(), order)
+    np.testing.assert_array_equal(got[0].numpy(), np.take_along_axis(floored, order, axis=1))
+
+
+def test_retrieve_from_scores_errors_name_the_problem():
+    with pytest.raises(ValueError, match="only 3 retrievable rows"):
+        retrieve_from_scores(np.zeros((2, 4), np.float32), 4)
+    with pytest.raises(ValueError, match=r"\[B, M\]"):
+        retrieve_from_scores(np.zeros((2, 1, 4), np.float32), 2)

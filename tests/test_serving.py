@@ -547,6 +547,7 @@ def test_edge_histories(stub, model_base):
     assert_alive(stub)
 
 
+@pytest.mark.slow
 def test_100_mb_request_is_served_and_the_limit_is_configurable(stub, model_base):
     # 10 users x 100,000 ids of ~100 bytes: TF-Serving accepts up to 2 GiB
     # messages; the model keeps the last L known items of each row.
@@ -689,6 +690,7 @@ def test_concurrent_requests_are_batched_and_answered_correctly(server, model_ba
     assert max(rows for rows, _ in model.runs) > 1  # requests shared model calls
 
 
+@pytest.mark.slow
 def test_more_concurrent_requests_than_cores_share_one_batch(model_base):
     # Each waiting request holds a server thread: a pool of 4 x cores (the old
     # default) let only that many join a batch, however many clients waited.
@@ -825,6 +827,7 @@ def test_client_retries_unavailable_only():
     assert flaky.calls == 1
 
 
+@pytest.mark.slow
 def test_client_retries_until_the_server_is_up(tmp_path):
     port = _free_port()
     client = client_lib.TopKClient(f"127.0.0.1:{port}", "dmi", timeout=20, max_attempts=100,
@@ -865,6 +868,7 @@ def _free_port():
 # --------------------------------------------------------------------------- versions
 
 
+@pytest.mark.slow
 def test_new_version_is_swapped_in_without_a_failed_request(server, model_base):
     def publish(_):
         os.makedirs(os.path.join(model_base, "tmp-export"))  # not a version: ignored
@@ -979,6 +983,7 @@ def test_server_cli_errors(tmp_path, capsys):
     assert "--base-path-prefix" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_in_flight_requests(tmp_path):
     base = tmp_path / "models"
     write_contract_model(str(base / "dmi" / "1"), VOCAB, warmup_signature=None)

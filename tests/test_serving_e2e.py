@@ -31,6 +31,8 @@ from serving.server import cli as server_cli
 
 exporter = pytest.importorskip("export.exporter")
 
+pytestmark = pytest.mark.slow  # trains, exports and serves
+
 K_OUT = 30
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

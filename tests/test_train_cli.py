@@ -24,6 +24,7 @@ def synthetic_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_default_data_run_writes_everything_and_beats_most_popular(synthetic_run, capsys):
     files = set(os.listdir(synthetic_run))
     assert {"config.yaml", "metrics.json", "vocabulary.txt", "checkpoints", "tensorboard"} <= files
@@ -38,12 +39,14 @@ def test_default_data_run_writes_everything_and_beats_most_popular(synthetic_run
     assert metrics["best_step"] in [h["step"] for h in metrics["history"]]
 
 
+@pytest.mark.slow
 def test_resolved_config_reruns_the_same_setup(synthetic_run):
     from dmi_tf import config as config_lib
     config = config_lib.load(os.path.join(synthetic_run, "config.yaml"))
     assert config.data.synthetic.num_items == 400 and config.model.embedding_dim == 32
 
 
+@pytest.mark.slow
 def test_prepared_folder_trains_through_data_flag(tmp_path, capsys):
     # A raw RecBole file -> prepare CLI -> split folder -> train --data.
     log, _ = generate_log(SyntheticConfig(num_users=300, num_items=200, num_topics=5, seed=3))
@@ -113,6 +116,7 @@ def test_bad_inputs_get_one_clear_error_and_exit_2(tmp_path, capsys, case):
         assert fragment in err, err
 
 
+@pytest.mark.slow
 def test_real_process_exit_code_for_a_bad_config(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("model:\n  embeding_dim: 3\n")
@@ -122,6 +126,7 @@ def test_real_process_exit_code_for_a_bad_config(tmp_path):
     assert "unknown key 'model.embeding_dim'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_non_empty_run_directory_is_refused(synthetic_run, capsys):
     assert train.main(["--out", synthetic_run, *SMALL]) == 2
     assert "not empty" in capsys.readouterr().err
@@ -155,3 +160,21 @@ def test_run_without_a_checkpoint_does_not_claim_one(tmp_path, capsys):
     assert f"metrics and config written to {run_dir}" in out
     assert "checkpoint written" not in out
     assert not os.path.exists(os.path.join(run_dir, "checkpoints"))
+
+
+@pytest.mark.slow
+def test_cli_shows_progress_on_stdout_and_no_cuda_probe_error(tmp_path):
+    run_dir = str(tmp_path / "r")
+    proc = subprocess.run([sys.executable, "-m", "dmi_tf.train", "--out", run_dir,
+                           "data.synthetic.num_users=400", "data.synthetic.num_items=200",
+                           "train.max_steps=50", "train.steps_per_eval=50"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # This machine has no GPU: TensorFlow's failed CUDA probe is not news.
+    assert "cuInit" not in proc.stderr, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"run directory: {run_dir}"
+    assert lines[1].startswith("synthetic(seed=0): 200 items") and "(loaded in " in lines[1]
+    assert lines[2] == "training youtube_dnn: up to 50 steps of 128, validation every 50 steps"
+    assert lines[3].startswith("step 50: loss ") and lines[3].endswith(" sequences/s")
+    assert lines[-1] == f"metrics, config and checkpoint written to {run_dir}"

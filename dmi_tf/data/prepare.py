@@ -1,4 +1,4 @@
-"""ComiRec's preprocessing ("strong generalization" split), exactly as protocol.md states it.
+"""ComiRec's preprocessing ("strong generalization" split), exactly as docs/protocol.md states it.
 
 1. Interactions in file order; every interaction counts.
 2. Items counted over all interactions, stable-sorted by count descending (ties keep first

@@ -4,6 +4,9 @@ Every model offers ``interests(history [batch, L]) -> [batch, K, d]`` and
 ``candidate_embeddings() -> [num_items, d]``, so evaluation, export and
 serving treat them alike. Trainable ones are ``tfrs.Model`` subclasses
 (:class:`MultiInterestModel`) differing only in their extractor layer.
+ItemKNN also scores items directly, ``score_items(history) -> [batch,
+num_items]``, which evaluation uses instead: its item "table" is ``[num_items,
+num_items]``, built only for small catalogues.
 """
 
 from __future__ import annotations

@@ -1,35 +1,18 @@
-"""Exact multi-interest retrieval: per-interest top-N by inner product, then a merge by score.
-
-This is the single implementation behind evaluation, the exported SavedModel
-(TF-Serving, GPU) and the reference the ScaNN index is checked against, so it
-is graph code only: it runs eagerly, inside ``tf.function`` and under
-``jit_compile=True``; ``k`` and ``block_size`` are static Python ints, the
-batch size may be dynamic; it uses only ops with GPU and XLA kernels (MatMul,
-Max, TopKV2, GatherV2, StridedSlice, PadV2, ConcatV2, Select, While).
-
-Ordering contract, shared by every function here: scores descending; equal
-scores keep the lower candidate index (``exact_topk``, ``retrieve``) or the
-earlier flattened position (``merge_interest_topk``), exactly as
-``tf.math.top_k`` orders ties. Empty result slots carry id ``-1`` and score ``-inf``.
-"""
+"""Exact top-K by inner product over an item table, streamed over item blocks, and
+:func:`retrieve`, the protocol's multi-interest retrieval built on it."""
 
 from __future__ import annotations
 
-import numbers
-
 import tensorflow as tf
 
-__all__ = [
-    "ItemColumns",
-    "diverse_merge",
-    "exact_topk",
-    "merge_interest_topk",
-    "retrieve",
-    "retrieve_diverse",
-]
-
-#: Id of an empty result slot, in every output of this module.
-EMPTY_ID = -1
+from dmi_tf.retrieval.checks import (
+    EMPTY_ID,
+    check_positive_int,
+    check_rank,
+    floor_scores,
+    static_dim,
+)
+from dmi_tf.retrieval.merge import merge_interest_topk
 
 # Item rows per score block. Peak extra memory is one [queries, block] float32 score
 # block, so the two callers want different sizes:
@@ -40,27 +23,6 @@ EVAL_BLOCK_SIZE = 65536
 #: block adds a top-k and a merge: a 100,000-item table in one block rather than two,
 #: 8 users, K = 4, 2 cores: 7.1 -> 5.6 ms.
 INDEX_BLOCK_SIZE = 131072
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    # bool is an int subclass; `k=True` is a bug, not k=1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive Python int, got {value!r}.")
-    return value
-
-
-def _check_rank(name: str, tensor: tf.Tensor, rank: int, shape_doc: str) -> None:
-    if tensor.shape.rank is not None and tensor.shape.rank != rank:
-        raise ValueError(
-            f"{name} must have shape {shape_doc} (rank {rank}), got shape {tensor.shape}."
-        )
-
-
-def _dim(tensor: tf.Tensor, axis: int) -> int | tf.Tensor:
-    """The static size of ``axis`` when known, else the dynamic one (keeps shapes static)."""
-    static = tensor.shape[axis]
-    return static if static is not None else tf.shape(tensor)[axis]
-
 
 #: Chunk width of the two-stage top-k (best of 16-128 measured: 64).
 _TOPK_CHUNK = 64
@@ -97,18 +59,6 @@ def _row_topk(scores: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
     return values, tf.gather(columns, pos, batch_dims=1)
 
 
-def _floor_scores(scores: tf.Tensor) -> tf.Tensor:
-    """Maps -inf and NaN scores to the lowest finite value.
-
-    Padding rows, block padding and empty slots are marked with -inf; a real
-    candidate must always rank above them, or a non-finite embedding could
-    make a padding index come out of the top-k.
-    """
-    lowest = tf.constant(scores.dtype.min, scores.dtype)
-    # NaN >= x is False, so NaN is floored too.
-    return tf.where(scores >= lowest, scores, lowest)
-
-
 class ItemColumns(tf.Module):
     """An item table stored for fast exact scoring on a CPU: transposed, in blocks.
 
@@ -133,9 +83,9 @@ class ItemColumns(tf.Module):
     def __init__(self, item_embeddings, block_size: int = INDEX_BLOCK_SIZE,
                  name: str = "item_columns"):
         super().__init__(name=name)
-        _check_positive_int("block_size", block_size)
+        check_positive_int("block_size", block_size)
         table = tf.convert_to_tensor(item_embeddings)
-        _check_rank("item_embeddings", table, 2, "[M, d]")
+        check_rank("item_embeddings", table, 2, "[M, d]")
         num_rows, dim = table.shape
         if num_rows is None or dim is None or num_rows < 2:
             raise ValueError(f"item_embeddings needs a static shape [M, d] with M >= 2 (a "
@@ -198,13 +148,13 @@ def exact_topk(
 def _exact_topk(queries, candidates, k, block_size, exclude_padding, group):
     """:func:`exact_topk`; with ``group > 1``, consecutive groups of queries share one result
     list, each candidate scored by its best query of the group."""
-    _check_positive_int("k", k)
-    _check_positive_int("block_size", block_size)
+    check_positive_int("k", k)
+    check_positive_int("block_size", block_size)
     queries = tf.convert_to_tensor(queries)
     if isinstance(candidates, ItemColumns):
         return _topk_columns(queries, candidates, k, exclude_padding, group)
     candidates = tf.convert_to_tensor(candidates, dtype=queries.dtype)
-    _check_rank("candidates", candidates, 2, "[M, d]")
+    check_rank("candidates", candidates, 2, "[M, d]")
     _check_queries(queries, candidates.shape[-1])
 
     offset = 1 if exclude_padding else 0
@@ -229,7 +179,7 @@ def _check_k_fits(k: int, num_rows: int, exclude_padding: bool) -> None:
 
 
 def _check_queries(queries: tf.Tensor, dim: int | None) -> None:
-    _check_rank("queries", queries, 2, "[Q, d]")
+    check_rank("queries", queries, 2, "[Q, d]")
     if not queries.dtype.is_floating:
         raise ValueError(f"queries must be floating point, got {queries.dtype.name}.")
     if queries.shape[-1] is not None and dim is not None and queries.shape[-1] != dim:
@@ -272,16 +222,20 @@ def _block_scores(queries: tf.Tensor, rows: tf.Tensor, group: int,
     group's other scores (only non-finite embeddings tell the two apart;
     ``tests/test_retrieval.py`` compares like with like there).
     """
-    return _floor_scores(_group_max(tf.matmul(queries, rows, transpose_b=not transposed), group))
+    return floor_scores(_group_max(tf.matmul(queries, rows, transpose_b=not transposed), group))
 
 
 def _topk_single_block(
     queries: tf.Tensor, candidates: tf.Tensor, k: int, offset: int, group: int = 1
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    # Masking column 0 (instead of slicing the table) avoids copying it.
-    scores = _block_scores(queries, candidates, group)
+    return _topk_from_column(_block_scores(queries, candidates, group), k, offset)
+
+
+def _topk_from_column(scores: tf.Tensor, k: int, offset: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Top-``k`` of floored ``[Q, n]`` scores, columns below ``offset`` never returned."""
+    # Masking column 0 (instead of slicing the scores) avoids copying them.
     if offset:
-        is_real = tf.range(tf.shape(candidates)[0]) >= offset
+        is_real = tf.range(tf.shape(scores)[1]) >= offset
         scores = tf.where(is_real[tf.newaxis, :], scores, float("-inf"))
     return _row_topk(scores, k)
 
@@ -369,93 +323,6 @@ def _topk_streamed(
     return scores, indices
 
 
-def merge_interest_topk(
-    scores: tf.Tensor, ids: tf.Tensor, k: int
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Merges per-interest top-N lists into one top-``k`` list of distinct items.
-
-    The ``K * N`` candidates of a user are ranked by score; an item retrieved
-    by several interests keeps its best score and appears once. Equal scores
-    keep the flattened order: interest 0's results first, then by rank.
-
-    Three sorts of ``K * N`` elements per user (``tf.math.top_k``, whose ties
-    keep the lower position on CPU, GPU and XLA): by score; by id, so that
-    duplicates become neighbours with the best-scored copy first; and a
-    final top-``k`` over the score ranks of the first copies. No
-    ``[K * N, K * N]`` comparison matrix is built.
-
-    Args:
-      scores: float ``[B, K, N]``, each interest's results.
-      ids: int32 or int64 ``[B, K, N]``, the items of ``scores``. Negative ids
-        (e.g. -1 empty slots) are dropped.
-      k: static number of merged results, ``1 <= k <= K * N``.
-
-    Returns:
-      ``(merged_scores, merged_ids)``, ``[B, k]`` each, scores descending, in
-      the input dtypes. If a user has fewer than ``k`` distinct items, the
-      remaining slots get id -1 and score -inf.
-
-    Raises:
-      ValueError: shapes differ, ranks are not 3, ids are not integers, or
-        ``k > K * N`` when that is known statically.
-    """
-    _check_positive_int("k", k)
-    scores = tf.convert_to_tensor(scores)
-    ids = tf.convert_to_tensor(ids)
-    _check_rank("scores", scores, 3, "[B, K, N]")
-    _check_rank("ids", ids, 3, "[B, K, N]")
-    if not scores.shape.is_compatible_with(ids.shape):
-        raise ValueError(f"scores {scores.shape} and ids {ids.shape} must have the same shape.")
-    if ids.dtype not in (tf.int32, tf.int64):
-        raise ValueError(f"ids must be int32 or int64, got {ids.dtype.name}.")
-
-    num_interests, n = _dim(scores, 1), _dim(scores, 2)
-    width = num_interests * n
-    if isinstance(width, int) and k > width:
-        raise ValueError(
-            f"k={k} but there are only K*N={width} candidates per user "
-            f"(K={num_interests}, N={n}); use k <= {width}."
-        )
-    batch = tf.shape(scores)[0]
-    flat_scores = tf.reshape(scores, tf.stack([batch, width]))
-    flat_ids = tf.reshape(ids, tf.stack([batch, width]))
-    if isinstance(width, int):
-        flat_scores.set_shape([None, width])
-        flat_ids.set_shape([None, width])
-
-    # by_score[:, r] is the candidate with score rank r.
-    by_score, score_order = tf.math.top_k(flat_scores, k=width, sorted=True)
-    ids_by_score = tf.gather(flat_ids, score_order, batch_dims=1)
-
-    # Sorting the ranked ids by id groups duplicates; top_k keeps equal ids in
-    # rank order, so the first of each group is the copy with the best score.
-    ids_by_id, rank_of = tf.math.top_k(ids_by_score, k=width, sorted=True)
-    first_copy = tf.concat(
-        [tf.ones_like(ids_by_id[:, :1], tf.bool), ids_by_id[:, 1:] != ids_by_id[:, :-1]],
-        axis=1,
-    )
-    keep = first_copy & (ids_by_id >= 0)
-
-    # Back to score order without a scatter: top-k of -rank over the kept
-    # copies yields their ranks in ascending order; width marks "none left".
-    key = tf.where(keep, -rank_of, -width)
-    neg_rank, _ = tf.math.top_k(key, k=k, sorted=True)
-    rank = -neg_rank
-    found = rank < width
-    safe_rank = tf.minimum(rank, width - 1)
-    merged_ids = tf.where(
-        found,
-        tf.gather(ids_by_score, safe_rank, batch_dims=1),
-        tf.constant(EMPTY_ID, ids.dtype),
-    )
-    merged_scores = tf.where(
-        found,
-        tf.gather(by_score, safe_rank, batch_dims=1),
-        tf.constant(float("-inf"), scores.dtype),
-    )
-    return merged_scores, merged_ids
-
-
 def retrieve(
     interests: tf.Tensor,
     item_embeddings: tf.Tensor,
@@ -486,10 +353,10 @@ def retrieve(
       ids (rows of ``item_embeddings``), each id at most once per user.
     """
     interests = tf.convert_to_tensor(interests)
-    _check_rank("interests", interests, 3, "[B, K, d]")
+    check_rank("interests", interests, 3, "[B, K, d]")
     num_interests, dim = interests.shape[1], interests.shape[2]
     if num_interests is None:  # unknown K: per-interest lists, then the merge
-        scores, ids = _per_interest_topk(interests, item_embeddings, k, block_size)
+        scores, ids = per_interest_topk(interests, item_embeddings, k, block_size)
         return merge_interest_topk(scores, ids, k)
     flat = tf.reshape(interests, tf.stack([-1, tf.shape(interests)[2]]))
     flat.set_shape([None, dim])
@@ -497,14 +364,38 @@ def retrieve(
                        group=num_interests)
 
 
-def _per_interest_topk(
+def retrieve_from_scores(scores: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Top-``k`` items for each user from a score of every item, as ``retrieve`` ranks them.
+
+    For models that score the catalogue directly (item-kNN's ``score_items``)
+    rather than through interest vectors and an item table. The ordering
+    contract is ``retrieve``'s: scores descending, equal scores to the lower
+    item id, row 0 (padding) never returned, NaN and -inf ranked as the
+    lowest finite value.
+
+    Args:
+      scores: float ``[B, M]``, column ``j`` the score of item ``j``; ``k <= M - 1``.
+      k: static number of items per user.
+
+    Returns:
+      ``(scores, ids)``: float ``[B, k]`` descending and int32 ``[B, k]`` item ids.
+    """
+    check_positive_int("k", k)
+    scores = tf.convert_to_tensor(scores)
+    check_rank("scores", scores, 2, "[B, M]")
+    if scores.shape[1] is not None:
+        _check_k_fits(k, scores.shape[1], exclude_padding=True)
+    return _topk_from_column(floor_scores(scores), k, offset=1)
+
+
+def per_interest_topk(
     interests: tf.Tensor, item_embeddings: tf.Tensor, k: int, block_size: int
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Each interest's exact top-``k``: ``[B, K, d]`` -> scores, int32 ids ``[B, K, k]``."""
     interests = tf.convert_to_tensor(interests)
-    _check_rank("interests", interests, 3, "[B, K, d]")
+    check_rank("interests", interests, 3, "[B, K, d]")
     batch = tf.shape(interests)[0]
-    num_interests, dim = _dim(interests, 1), _dim(interests, 2)
+    num_interests, dim = static_dim(interests, 1), static_dim(interests, 2)
     flat = tf.reshape(interests, tf.stack([batch * num_interests, dim]))
     if isinstance(dim, int):
         flat.set_shape([None, dim])
@@ -516,158 +407,3 @@ def _per_interest_topk(
         scores.set_shape([None, num_interests, k])
         ids.set_shape([None, num_interests, k])
     return scores, ids
-
-
-def _check_diversity_weight(value: object, dtype: tf.DType) -> tf.Tensor:
-    """λ as a scalar of ``dtype``; Python numbers must be finite and >= 0."""
-    if isinstance(value, bool):
-        raise ValueError(f"diversity_weight must be a number >= 0, got {value!r}.")
-    if isinstance(value, numbers.Real):  # Python and NumPy numbers
-        if not value >= 0 or value == float("inf"):  # `not >=` also catches NaN
-            raise ValueError(f"diversity_weight must be a finite number >= 0, got {value!r}.")
-        return tf.constant(float(value), dtype)
-    weight = tf.convert_to_tensor(value, dtype=dtype)
-    _check_rank("diversity_weight", weight, 0, "[] (a scalar)")
-    return weight
-
-
-def diverse_merge(
-    scores: tf.Tensor,
-    ids: tf.Tensor,
-    categories: tf.Tensor,
-    k: int,
-    diversity_weight: float | tf.Tensor,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """ComiRec's controllable aggregation: a greedy top-``k`` that rewards new categories.
-
-    The candidates are the distinct items of the ``K * N`` per-interest
-    results, each with its best score, in ``merge_interest_topk`` order. ``k``
-    times, the candidate maximising ``score + λ * (number of already selected
-    items of another category)`` is selected; equal objectives go to the
-    candidate that comes first in that order. This is ComiRec's
-    ``evaluate_full(..., coef=λ)`` (THUDM/ComiRec ``src/train.py``), which
-    maximises ``score - λ * (number of selected items of the same category)``:
-    the two objectives differ by ``λ * (items selected so far)``, the same for
-    every candidate of a step, so they pick the same items. With ``λ = 0`` the
-    result equals ``merge_interest_topk(scores, ids, k)``.
-
-    Graph code like the rest of this module: ``k`` is static, the batch may be
-    dynamic, and the ``k`` steps are a ``tf.while_loop`` over ``[B, K * N]``
-    tensors (no ``[K * N, K * N]`` matrix).
-
-    Args:
-      scores: float ``[B, K, N]``, each interest's results; ``K`` and ``N``
-        must be static.
-      ids: int32 or int64 ``[B, K, N]``, the items of ``scores``. Negative ids
-        (e.g. -1 empty slots) are dropped.
-      categories: int ``[num_items]``, the category of each item id; every id
-        in ``ids`` must index it.
-      k: static number of merged results, ``1 <= k <= K * N``.
-      diversity_weight: λ >= 0, a Python number or a float scalar tensor (a
-        tensor is not checked; a negative one rewards repeated categories).
-
-    Returns:
-      ``(merged_scores, merged_ids)``, ``[B, k]`` each, in selection order, in
-      the input dtypes. The scores are the items' original scores (not the
-      objective), so with ``λ > 0`` they need not be descending. If a user has
-      fewer than ``k`` distinct items, the remaining slots get id -1 and score
-      -inf.
-
-    Raises:
-      ValueError: as ``merge_interest_topk``; also when ``K`` or ``N`` is not
-        static, ``categories`` is not a rank-1 integer tensor, or the weight is
-        negative or not finite.
-    """
-    _check_positive_int("k", k)
-    scores = tf.convert_to_tensor(scores)
-    ids = tf.convert_to_tensor(ids)
-    categories = tf.convert_to_tensor(categories)
-    _check_rank("scores", scores, 3, "[B, K, N]")
-    _check_rank("categories", categories, 1, "[num_items]")
-    if not categories.dtype.is_integer:
-        raise ValueError(f"categories must be integer, got {categories.dtype.name}.")
-    num_interests, n = scores.shape[1], scores.shape[2]
-    if num_interests is None or n is None:
-        raise ValueError(
-            f"diverse_merge needs static K and N (scores has shape {scores.shape}); "
-            "set them with tf.ensure_shape or a TensorSpec."
-        )
-    width = num_interests * n
-    if k > width:
-        raise ValueError(
-            f"k={k} but there are only K*N={width} candidates per user "
-            f"(K={num_interests}, N={n}); use k <= {width}."
-        )
-    weight = _check_diversity_weight(diversity_weight, scores.dtype)
-
-    # Every distinct item, best score first: [B, W], -1 / -inf past the end.
-    cand_scores, cand_ids = merge_interest_topk(scores, ids, width)
-    cand_cats = tf.gather(categories, tf.maximum(cand_ids, 0))
-    # Real candidates rank above the -inf of selected / empty ones whatever
-    # their score; flooring is monotone, so it keeps the merge order.
-    base = _floor_scores(cand_scores)
-    positions = tf.range(width)[tf.newaxis, :]
-    slots = tf.range(k)[tf.newaxis, :]
-    batch = tf.shape(scores)[0]
-    neg_inf = tf.constant(float("-inf"), scores.dtype)
-
-    def body(step, available, same_count, picked):
-        # same_count[b, c]: selected items sharing candidate c's category.
-        different = tf.cast(step, scores.dtype) - same_count
-        objective = tf.where(available, base + weight * different, neg_inf)
-        # top_k, not argmax: its ties provably go to the lower position.
-        _, pos = tf.math.top_k(objective, k=1, sorted=True)  # [B, 1]
-        valid = tf.gather(available, pos, batch_dims=1)  # [B, 1]
-        chosen_cat = tf.gather(cand_cats, pos, batch_dims=1)
-        same_count += tf.cast(valid & (cand_cats == chosen_cat), scores.dtype)
-        available &= positions != pos
-        picked = tf.where(slots == step, tf.where(valid, pos, EMPTY_ID), picked)
-        return step + 1, available, same_count, picked
-
-    _, _, _, picked = tf.while_loop(
-        lambda step, *_: step < k,
-        body,
-        (
-            tf.constant(0),
-            cand_ids >= 0,
-            tf.zeros_like(cand_scores),
-            tf.fill(tf.stack([batch, k]), tf.constant(EMPTY_ID, tf.int32)),
-        ),
-        maximum_iterations=k,
-    )
-    found = picked >= 0
-    safe = tf.maximum(picked, 0)
-    merged_ids = tf.where(
-        found, tf.gather(cand_ids, safe, batch_dims=1), tf.constant(EMPTY_ID, ids.dtype)
-    )
-    merged_scores = tf.where(found, tf.gather(cand_scores, safe, batch_dims=1), neg_inf)
-    return merged_scores, merged_ids
-
-
-def retrieve_diverse(
-    interests: tf.Tensor,
-    item_embeddings: tf.Tensor,
-    k: int,
-    categories: tf.Tensor,
-    diversity_weight: float | tf.Tensor,
-    block_size: int = EVAL_BLOCK_SIZE,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """``retrieve`` with ComiRec's controllable aggregation instead of the plain merge.
-
-    Each interest retrieves its exact top-``k`` (as in ``retrieve``); the
-    ``K * k`` candidates are aggregated by ``diverse_merge``.
-
-    Args:
-      interests: float ``[B, K, d]``; ``B`` may be dynamic, ``K`` must be static.
-      item_embeddings: float ``[M, d]``, row 0 is padding; ``k <= M - 1``.
-      k: static number of items per user.
-      categories: int ``[M]``, the category of each item row.
-      diversity_weight: λ >= 0 (see ``diverse_merge``); 0 gives ``retrieve``'s result.
-      block_size: item rows scored at once (see ``exact_topk``).
-
-    Returns:
-      ``(scores, ids)``: float ``[B, k]`` (the items' own scores, in selection
-      order) and int32 ``[B, k]`` item ids, each id at most once per user.
-    """
-    scores, ids = _per_interest_topk(interests, item_embeddings, k, block_size)
-    return diverse_merge(scores, ids, categories, k, diversity_weight)
