@@ -30,7 +30,8 @@ def test_every_config_key_is_documented_with_its_default():
         assert key in rows, f"docs/configuration.md lacks {key}"
         shown = ("null" if default is None else str(default).lower() if isinstance(default, bool)
                  else str(default))
-        assert rows[key] == shown, f"docs/configuration.md says {key} defaults to {rows[key]}, code says {shown}"
+        assert rows[key] == shown, (f"docs/configuration.md says {key} defaults to {rows[key]}, "
+                                    f"code says {shown}")
 
 
 def test_reference_documents_no_removed_key():
