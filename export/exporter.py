@@ -43,7 +43,12 @@ from dmi_tf.io_utils import atomic_write_text, published_directory
 from dmi_tf.retrieval import retrieve
 from dmi_tf.runs import load_run
 from export import gpu_check, tf_serving
-from export.serving_module import ServingModule, write_vocabulary_asset
+from export.serving_module import (
+    ServingModule,
+    decode_ids,
+    encode_ids,
+    write_vocabulary_asset,
+)
 from serving import contract
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -319,8 +324,8 @@ def _check_parity(loaded, model, index, table, histories, strings, vocabulary, k
     Its ids and scores must be the model's retrieval, and its ``known_ids`` each
     history's count of ids.
     """
-    out = loaded.signatures[contract.TOPK](**{contract.HISTORY: tf.constant(strings.astype(bytes))})
-    got_ids = out[contract.ITEM_IDS].numpy().astype(str)
+    out = loaded.signatures[contract.TOPK](**{contract.HISTORY: tf.constant(encode_ids(strings))})
+    got_ids = decode_ids(out[contract.ITEM_IDS].numpy()).astype(str)
     got_scores = out[contract.SCORES].numpy()
     # The validation histories hold known ids and 0 (padding, "" on the wire) only.
     want_known = np.count_nonzero(histories, axis=1)

@@ -27,6 +27,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from dmi_tf.errors import UserError
 from dmi_tf.io_utils import atomic_write_text
+from export.serving_module import encode_ids
 from serving import contract
 
 #: BatchingParameters fields (session_bundle_config.proto): name -> wrapper or repeated/bool.
@@ -172,7 +173,7 @@ def warmup_records(model_name: str, histories: np.ndarray, batch_sizes: list[int
             request.model_spec.name = model_name
             request.model_spec.signature_name = signature
             request.inputs[contract.HISTORY].CopyFrom(
-                tf.make_tensor_proto(rows.astype(bytes), dtype=tf.string))
+                tf.make_tensor_proto(encode_ids(rows), dtype=tf.string))
             records.append(prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)))
     return records

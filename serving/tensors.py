@@ -7,7 +7,8 @@ are written in the typed fields, as TF-Serving's ``Predict`` does
 (``Tensor::AsProtoField``), so a client reading this server reads TF-Serving.
 
 Strings are bytes on the wire; ``to_numpy`` returns them as an object array of
-``bytes`` and ``from_numpy`` accepts ``str`` (UTF-8 encoded) or ``bytes``.
+``bytes`` and ``from_numpy`` accepts ``str`` (encoded as ``contract.encode_id``
+does) or ``bytes``.
 
 The broadcast makes a tiny proto declare a huge tensor (one value, shape
 ``[1, 10**9]``), so ``element_count`` and ``size_bytes`` read a proto's size
@@ -21,6 +22,8 @@ import math
 
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+from serving import contract
 
 __all__ = ["DTYPE_NAMES", "dtype_enum_name", "element_count", "from_numpy", "shape_of",
            "size_bytes", "to_numpy"]
@@ -166,7 +169,7 @@ def from_numpy(array, dtype: int | None = None) -> tensor_pb2.TensorProto:
     )
     if dtype == types_pb2.DT_STRING:
         proto.string_val.extend(
-            [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.ravel()]
+            [contract.encode_id(v if isinstance(v, bytes) else str(v)) for v in array.ravel()]
         )
     elif dtype in _NUMERIC:
         numpy_type, field = _NUMERIC[dtype]

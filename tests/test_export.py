@@ -61,15 +61,24 @@ def quiet_export(*args, **kwargs):
     return result, log.getvalue()
 
 
-@pytest.fixture(scope="session")
-def runs(tmp_path_factory):
-    out = {}
-    for model in ("dmi", "comirec_sa", "youtube_dnn", "most_popular"):
-        run_dir = str(tmp_path_factory.mktemp(f"run_{model}"))
+class _Runs(dict):
+    """Tiny trained runs by model name, each trained when a test first asks for it."""
+
+    def __init__(self, tmp_path_factory):
+        super().__init__()
+        self._tmp = tmp_path_factory
+
+    def __missing__(self, model):
+        run_dir = str(self._tmp.mktemp(f"run_{model}"))
         with contextlib.redirect_stdout(io.StringIO()):
             train_and_evaluate(tiny_config(model), run_dir, verbose=0)
-        out[model] = run_dir
-    return out
+        self[model] = run_dir
+        return run_dir
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    return _Runs(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -413,6 +422,28 @@ def test_versions_count_up_and_are_immutable(runs, tmp_path):
     assert exporter.versions(os.path.join(base, "youtube_dnn")) == [1, 2]
     with pytest.raises(UserError, match="already exists"):
         quiet_export(runs["youtube_dnn"], base, version=2, k=10)
+
+
+@pytest.mark.slow
+def test_non_ascii_item_ids_are_exported_and_looked_up(runs, tmp_path):
+    # prepare and train take any UTF-8 id; the export encoded them as ASCII
+    # (UnicodeEncodeError while writing the warm-up records).
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["youtube_dnn"], run_dir)
+    vocabulary = (run_dir / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    names = ["", *(f"café-日本-{i}\u2028x" if i % 2 else f"Ünïcode-{i}"
+                   for i in range(1, len(vocabulary)))]
+    (run_dir / "vocabulary.txt").write_text("".join(n + "\n" for n in names), encoding="utf-8")
+    result, _ = quiet_export(str(run_dir), str(tmp_path / "base"), k=5)
+    loaded = tf.saved_model.load(result.path)
+    history = np.array([[contract.encode_id(n) for n in ("", names[1], names[2], "nope")]],
+                       dtype=object)
+    out = loaded.signatures[contract.TOPK](history=tf.constant(history))
+    assert out[contract.KNOWN_IDS].numpy().tolist() == [2]
+    returned = [contract.decode_id(b) for b in out[contract.ITEM_IDS].numpy()[0]]
+    assert set(returned) <= set(names[1:])
+    ids_file = os.path.join(result.path, contract.ASSETS_EXTRA, exporter.ITEM_IDS_FILE)
+    assert open(ids_file, encoding="utf-8").read().split("\n")[:-1] == names[1:]
 
 
 @pytest.mark.slow

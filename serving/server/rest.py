@@ -137,7 +137,7 @@ def _string_bytes(value, alias: str) -> bytes:
             raise invalid(f"input {alias!r}: {value['b64'][:50]!r} is not valid base64"
                           ) from None
     try:
-        return value.encode("utf-8")
+        return contract.encode_id(value)
     except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
         raise invalid(f"input {alias!r}: {json.dumps(value)[:50]} is not valid Unicode "
                       '(send such bytes as {"b64": ...})') from None
@@ -210,7 +210,7 @@ def _to_json(array: np.ndarray):
     if array.dtype == object:
         def decode(b: bytes):
             try:
-                return b.decode("utf-8")
+                return contract.decode_id(b)
             except UnicodeDecodeError:
                 return {"b64": base64.b64encode(b).decode("ascii")}
         return np.vectorize(decode, otypes=[object])(array).tolist() if array.size else \
