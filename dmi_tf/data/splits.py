@@ -17,7 +17,6 @@ import io
 import math
 import os
 import shutil
-import tempfile
 import warnings
 
 import numpy as np
@@ -25,6 +24,7 @@ import numpy as np
 from dmi_tf.data.dataset import Dataset, SplitData
 from dmi_tf.data.readers import bad_line, iter_lines
 from dmi_tf.errors import DataError
+from dmi_tf.io_utils import new_directory
 
 SPLITS = ("train", "valid", "test")
 ITEM_MAP = "item_map"
@@ -113,7 +113,7 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
     parent = os.path.dirname(out_dir)
     try:
         os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+        tmp = new_directory(parent, f".{os.path.basename(out_dir)}.tmp-")
     except OSError as e:
         raise DataError(f"cannot write to {parent}: {e.strerror or e}; choose a writable --out") \
             from e
@@ -122,7 +122,6 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
             _write_lines(os.path.join(tmp, filename), lines)
         if not os.path.exists(out_dir):
             try:
-                os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it private
                 os.rename(tmp, out_dir)  # the whole folder appears at once
                 return
             except OSError:
@@ -135,12 +134,6 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
                         "choose a writable --out with free space") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ---------------------------------------------------------------------------
