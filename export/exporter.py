@@ -76,6 +76,9 @@ class ServingOptions:
     batch_timeout_micros: int = 1000
     num_batch_threads: int = 4
     max_enqueued_batches: int = 100
+    # An existing batching_parameters.txt may be hand-tuned: it is kept unless this is set
+    # (the command line sets it when --max-batch-size or --batch-timeout-micros is given).
+    replace_batching: bool = False
 
 
 @dataclasses.dataclass
@@ -198,6 +201,14 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
     if os.path.exists(final):
         raise UserError(f"{final} already exists; TF-Serving versions are immutable. Pass a new "
                         f"--version (newest is {existing[-1] if existing else 'none'}) or omit it.")
+    # What is written beside the version is checked before it is published: a failure after
+    # publishing would leave the version out and the command saying it failed.
+    config_path = os.path.join(model_base, "models.config")
+    tf_serving.read_models_config(config_path)
+    batching_path = os.path.join(model_base, tf_serving.BATCHING_FILE)
+    batching_text = tf_serving.batching_parameters_text(
+        serving.max_batch_size, serving.batch_timeout_micros, serving.num_batch_threads,
+        serving.max_enqueued_batches)
 
     _log(f"exporting {run_dir} ({run.config.model.name}, {num_items - 1:,} items, d={dim}, "
          f"K={probe.shape[1]}, L={length}) as {name} version {version}, top-{k} by "
@@ -222,14 +233,19 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
                         "pass a new --version.") from None
     result.path = final
 
-    config_path = os.path.join(model_base, "models.config")
-    tf_serving.update_models_config(config_path, name,
-                                    f"{serving.base_path_prefix.rstrip('/')}/{name}")
-    atomic_write_text(os.path.join(model_base, "batching_parameters.txt"),
-                      tf_serving.batching_parameters_text(
-                          serving.max_batch_size, serving.batch_timeout_micros,
-                          serving.num_batch_threads, serving.max_enqueued_batches))
-    _log(f"published {final}; wrote {config_path} and batching_parameters.txt")
+    try:
+        tf_serving.update_models_config(config_path, name,
+                                        f"{serving.base_path_prefix.rstrip('/')}/{name}")
+    except (UserError, OSError) as e:  # changed or unwritable since it was checked
+        raise UserError(f"{final} is published, but {config_path} was not updated ({e}); add "
+                        f"model {name!r} to it by hand.") from None
+    if serving.replace_batching or not os.path.exists(batching_path):
+        atomic_write_text(batching_path, batching_text)
+        _log(f"published {final}; wrote {config_path} and {tf_serving.BATCHING_FILE}")
+    else:
+        _log(f"published {final}; wrote {config_path}; kept the existing "
+             f"{tf_serving.BATCHING_FILE} (pass --max-batch-size or --batch-timeout-micros to "
+             "replace it)")
     return result
 
 

@@ -539,6 +539,31 @@ def test_cli_errors_name_the_cause(runs, tmp_path, capsys):
         str(tmp_path / "b" / "youtube_dnn"))
 
 
+@pytest.mark.slow
+def test_hand_tuned_batching_is_kept_and_a_bad_models_config_stops_before_publishing(
+        runs, tmp_path, capsys):
+    base = tmp_path / "base"
+    base.mkdir()
+    tuned = "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 250 }\n"
+    (base / tf_serving.BATCHING_FILE).write_text(tuned)
+    assert export_cli.main(["--run", runs["youtube_dnn"], "--out", str(base), "--k", "10"]) == 0
+    assert "kept the existing batching_parameters.txt" in capsys.readouterr().out
+    assert (base / tf_serving.BATCHING_FILE).read_text() == tuned  # it used to be overwritten
+    # Asked for by flag, it is replaced.
+    assert export_cli.main(["--run", runs["youtube_dnn"], "--out", str(base), "--k", "10",
+                            "--max-batch-size", "64"]) == 0
+    assert "max_batch_size { value: 64 }" in (base / tf_serving.BATCHING_FILE).read_text()
+    # A models.config the export cannot update: exit 2 with nothing published (it used to
+    # publish the version, then fail).
+    (base / "models.config").write_text("model_config_list { config { name: ")
+    capsys.readouterr()
+    assert export_cli.main(["--run", runs["youtube_dnn"], "--out", str(base), "--k", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "models.config is not a readable" in err
+    assert exporter.versions(str(base / "youtube_dnn")) == [1, 2]
+    assert not [n for n in os.listdir(base / "youtube_dnn") if n.startswith(".")]
+
+
 def test_parity_check_tolerates_only_near_tie_reordering():
     want_ids = np.array([["a", "b", "c"]])
     want = np.array([[3.0, 2.0, 2.0 - 1e-7]], np.float32)
