@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -307,16 +308,29 @@ def test_load_comirec_three_column_files(tmp_path):
 
 def test_load_plain_names_with_item_map_and_stable_positions(tmp_path):
     write_files(tmp_path / "d", {
-        "train.txt": "0,2,1,10\n0,1,0,5\n0,4,1,10\n1,3,0,7\n",  # two lines at position 1
+        "train.txt": "0,2,1,10\n0,1,0,5\n0,4,1,10\n1,2,0,7\n",  # two lines at position 1
         "valid.txt": "2,1,0,1\n",
         "test.txt": "\n3,2,0,1.5\n\n",
-        "item_map.txt": "B01,1\nB,02,2\n",  # index 3 and 4 absent; a comma in a raw id is read
+        "item_map.txt": "B01,1\nB,02,2\nC,4\n",  # index 3 unused; a comma in a raw id is read
     })
     dataset = load_dataset(tmp_path / "d")
     assert dataset.train.sequence(0).tolist() == [1, 2, 4]
     assert dataset.train.timestamps.tolist() == [5.0, 10.0, 10.0, 7.0]
     assert dataset.test.timestamps.tolist() == [1.5]
-    assert dataset.vocabulary == ["", "B01", "B,02", "3", "4"]
+    assert dataset.vocabulary == ["", "B01", "B,02", "3", "C"]
+
+
+def test_load_refuses_split_items_the_item_map_lacks(tmp_path):
+    # One stray index grew the catalogue to 9,999 items of invented raw ids (test recall 0),
+    # found only at export.
+    write_files(tmp_path / "d", {
+        "train.txt": "0,1,0\n0,2,1\n", "valid.txt": "5,1,0\n",
+        "test.txt": "6,2,0\n6,9999,1\n6,1,2\n", "item_map.txt": "a,1\nb,2\n",
+    })
+    path = str(tmp_path / "d" / "test.txt")
+    with pytest.raises(DataError, match=rf"{re.escape(path)}:2: item id 9999 is not in .*"
+                                        r"item_map\.txt \(2 items, ids 1\.\.2.*prepare it again"):
+        load_dataset(tmp_path / "d")
 
 
 def test_load_missing_folder(tmp_path):

@@ -307,18 +307,42 @@ def _read_item_categories(path: str, size: int) -> np.ndarray:
     return categories
 
 
+def _check_items_are_mapped(files: dict[str, str], splits: dict[str, SplitData],
+                            mapping: dict[int, str], item_map_path: str) -> None:
+    """Raises DataError, naming the first line, if a split holds an item the item map lacks.
+
+    With an item map, the map is the catalogue: an item outside it has no raw id,
+    and one stray index (9999 in a 1,000-item map) would grow the item table to
+    9,999 rows of invented ids, ruin the evaluation and surface only at export.
+    """
+    known = np.fromiter(mapping, dtype=np.int64, count=len(mapping))
+    for s in SPLITS:
+        stray = splits[s].items[~np.isin(splits[s].items, known)]
+        if not len(stray):
+            continue
+        bad = int(stray[0])
+        lineno, line = next((n, text) for n, text in iter_lines(files[s])
+                            if _parse_int(text.split(",")[1]) == bad)
+        raise DataError(
+            f"{files[s]}:{lineno}: item id {bad} is not in {item_map_path} ({len(mapping):,} "
+            f"items, ids {int(known.min())}..{int(known.max())}; {len(stray):,} lines of "
+            f"{os.path.basename(files[s])} name ids it lacks): {line!r}. The split files and "
+            "the item map must come from one data set: prepare it again into an empty folder.")
+
+
 def load_dataset(path: str | os.PathLike, name: str | None = None) -> Dataset:
     """Loads a processed split folder (3- or 4-column split files, optional item map).
 
     Each split's users keep their first-appearance order in the file; each user's items are
     ordered by position (stable). An ``item_cate.txt`` beside the splits gives item categories.
     Without ``item_map.txt`` the vocabulary is
-    ``["", "1", ..., str(max_item_id)]``; with it, ``vocabulary[index]`` is the raw id and
-    indices absent from the map get ``str(index)``.
+    ``["", "1", ..., str(max_item_id)]``; with it, ``vocabulary[index]`` is the raw id, every
+    item of the splits must be in the map, and indices the map skips (rows no split uses)
+    get ``str(index)``.
 
     Raises:
       DataError: a missing folder or file, a malformed line, an item id < 1, a user in two
-        splits, or an empty train split.
+        splits, an empty train split, or (with an item map) an item the map lacks.
     """
     folder = os.fspath(path)
     contains = ("train.txt, valid.txt and test.txt (optionally item_map.txt), or ComiRec's "
@@ -354,6 +378,8 @@ def load_dataset(path: str | os.PathLike, name: str | None = None) -> Dataset:
                 f"user-disjoint: {_HOW_TO_MAKE}")
 
     mapping = _read_item_map(item_map_path) if item_map_path else {}
+    if mapping:
+        _check_items_are_mapped(files, splits, mapping, item_map_path)
     size = max([max_item, *mapping]) + 1
     vocabulary = [""] + [str(k) for k in range(1, size)]
     for index, raw in mapping.items():
