@@ -261,8 +261,9 @@ def test_write_rejects_comma_in_raw_id(tmp_path):
 
 
 def test_write_crash_leaves_no_half_written_file(tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    write_dataset(prepare(make_log(HAND_LOG)), out)
+    out = tmp_path / "out"  # a folder of other files: the splits are moved in one by one
+    out.mkdir()
+    (out / "notes.md").write_text("where the log came from\n")
     before = {f: (out / f).read_bytes() for f in os.listdir(out)}
     real = splits_module._write_lines
     calls = []
@@ -432,6 +433,26 @@ def test_cli_writes_byte_identical_files_twice(tmp_path):
                         for f in sorted(os.listdir(tmp_path / out))})
     assert outputs[0] == outputs[1]
     assert load_dataset(tmp_path / "a").vocabulary == HAND_VOCABULARY
+
+
+def test_cli_refuses_an_out_that_holds_another_data_set(tmp_path, capsys):
+    # It replaced the split files and kept the old data set's item_cate.txt, which training
+    # then read with the new items.
+    (tmp_path / "hand.inter").write_text(HAND_INTER)
+    out = tmp_path / "out"
+    args = ["--input", str(tmp_path / "hand.inter"), "--format", "recbole", "--out", str(out)]
+    assert main(args) == 0
+    (out / "item_cate.txt").write_text("1,0\n2,1\n")
+    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    assert main(args) == 0  # the same data set again: nothing changes, item_cate.txt stays
+    other = tmp_path / "other.inter"
+    other.write_text(HAND_INTER.replace("pop", "pip"))
+    assert main(["--input", str(other), "--format", "recbole", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out} already holds another data set (item_cate.txt, "
+                          "item_map.txt, test.txt, train.txt, valid.txt)")
+    assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
+    assert sorted(os.listdir(tmp_path)) == ["hand.inter", "other.inter", "out"]
 
 
 def test_cli_summary(tmp_path, capsys):

@@ -91,6 +91,27 @@ def _write_lines(path: str, blocks: list[str]) -> None:
         os.fsync(f.fileno())
 
 
+def _file_holds(path: str, blocks: list[str]) -> bool:
+    """Whether the file at ``path`` holds exactly the text ``blocks`` (read a block at a time)."""
+    try:
+        with open(path, "rb") as f:
+            for block in blocks:
+                data = block.encode("utf-8")
+                if f.read(len(data)) != data:
+                    return False
+            return f.read(1) == b""
+    except OSError:
+        return False
+
+
+def _dataset_files(folder: str) -> list[str]:
+    """The files of ``folder`` that ``load_dataset`` would read as (part of) a data set."""
+    names = (f"{s}.txt" for s in (*SPLITS, ITEM_MAP, "item_cate"))
+    suffixes = tuple(f"_{s}.txt" for s in (*SPLITS, ITEM_MAP, "item_cate"))
+    wanted = set(names)
+    return sorted(n for n in os.listdir(folder) if n in wanted or n.endswith(suffixes))
+
+
 def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
     """Writes ``train.txt``, ``valid.txt``, ``test.txt`` and ``item_map.txt`` into ``out_dir``.
 
@@ -99,6 +120,11 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
     ``1..N`` in order. Everything is first written to a temporary folder next to ``out_dir``
     and then moved into place, so an interrupted run never leaves a half-written file. The
     output depends only on ``dataset``: re-running gives byte-identical files.
+
+    Raises:
+      DataError: ``out_dir`` already holds another data set. Replacing its split files
+        would leave the rest (an ``item_cate.txt``, a ComiRec-named family) describing
+        other items, and training would read them with the new splits.
     """
     out_dir = os.path.abspath(os.fspath(out_dir))
     for index, raw in enumerate(dataset.vocabulary[1:], start=1):
@@ -110,6 +136,13 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
     contents = {f"{s}.txt": _split_text(getattr(dataset, s)) for s in SPLITS}
     contents[f"{ITEM_MAP}.txt"] = ["".join(f"{raw},{index}\n" for index, raw
                                            in enumerate(dataset.vocabulary[1:], start=1))]
+    if os.path.isdir(out_dir) and (existing := _dataset_files(out_dir)):
+        if all(_file_holds(os.path.join(out_dir, f), blocks) for f, blocks in contents.items()):
+            return  # this very data set (a re-run): its files, and any beside them, stand
+        raise DataError(
+            f"{out_dir} already holds another data set ({', '.join(existing)}); choose an empty "
+            "or new --out, or remove those files first (files left from it, such as "
+            "item_cate.txt, would be read with the new splits)")
     parent = os.path.dirname(out_dir)
     try:
         os.makedirs(parent, exist_ok=True)
