@@ -13,6 +13,7 @@ import os
 import tensorflow as tf
 
 from dmi_tf import config as config_lib
+from dmi_tf.callbacks import non_finite_variables
 from dmi_tf.data.loading import load_data
 from dmi_tf.errors import UserError
 from dmi_tf.models import build_model
@@ -78,4 +79,8 @@ def load_run(run_dir: str, overrides: list[str] | tuple = ()) -> Run:
         # Build the variables, then restore; the loss's state is not needed to serve.
         model.interests(tf.zeros([1, config.data.max_length], tf.int32))
         tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
+        # Training refuses to keep non-finite weights; a checkpoint holding them is not a model.
+        if bad := non_finite_variables(model.variables):
+            raise UserError(f"{checkpoint_path} holds non-finite weights ({', '.join(bad[:3])}): "
+                            "the run diverged. Train again with a lower train.learning_rate.")
     return Run(config, vocabulary, model, dataset, checkpoint_path)

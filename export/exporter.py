@@ -343,6 +343,13 @@ def _check_parity(loaded, model, index, table, histories, strings, vocabulary, k
     out = loaded.signatures[contract.TOPK](**{contract.HISTORY: tf.constant(encode_ids(strings))})
     got_ids = decode_ids(out[contract.ITEM_IDS].numpy()).astype(str)
     got_scores = out[contract.SCORES].numpy()
+    # -inf marks an empty slot and nothing else; NaN or +inf is never a score.
+    if not np.all(np.isfinite(got_scores) | ((got_scores == -np.inf) & (got_ids == ""))):
+        bad = got_scores[~np.isfinite(got_scores)][:4].tolist()
+        raise tf_serving.ExportError(
+            f"the exported topk signature returns non-finite scores ({bad}...) on validation "
+            "histories; nothing was published. The model's weights or its item table hold "
+            "values no score can come from: train again (a lower train.learning_rate).")
     # The validation histories hold known ids and 0 (padding, "" on the wire) only.
     want_known = np.count_nonzero(histories, axis=1)
     if not np.array_equal(out[contract.KNOWN_IDS].numpy(), want_known):

@@ -564,6 +564,23 @@ def test_hand_tuned_batching_is_kept_and_a_bad_models_config_stops_before_publis
     assert not [n for n in os.listdir(base / "youtube_dnn") if n.startswith(".")]
 
 
+@pytest.mark.slow
+def test_a_diverged_checkpoint_is_never_exported(runs, tmp_path, capsys):
+    # A NaN checkpoint passed the parity check (NaN == NaN in its tolerance test) and was
+    # published; served, every score was -3.4e38.
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["youtube_dnn"], run_dir)
+    run = load_run(str(run_dir))
+    for variable in run.model.trainable_variables:
+        variable.assign(tf.fill(variable.shape, np.float32("nan")))
+    tf.train.Checkpoint(model=run.model).write(run.checkpoint)
+    code = export_cli.main(["--run", str(run_dir), "--out", str(tmp_path / "base"), "--k", "10"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "holds non-finite weights" in err, err
+    assert "lower train.learning_rate" in err and len(err.splitlines()) == 1
+    assert exporter.versions(str(tmp_path / "base" / "youtube_dnn")) == []
+
+
 def test_parity_check_tolerates_only_near_tie_reordering():
     want_ids = np.array([["a", "b", "c"]])
     want = np.array([[3.0, 2.0, 2.0 - 1e-7]], np.float32)

@@ -117,6 +117,25 @@ def test_bad_inputs_get_one_clear_error_and_exit_2(tmp_path, capsys, case):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("rate", ["1e30", ".inf"])
+def test_a_diverged_run_stops_with_an_error_and_keeps_nothing_non_finite(tmp_path, capsys, rate):
+    # It logged "loss nan", kept the NaN weights as the best checkpoint, exited 0 and wrote
+    # plausible metrics (NaN scores fall back to catalogue order, near MostPopular's).
+    out = tmp_path / "run"
+    code = train.main(["--out", str(out), *SMALL, "train.steps_per_eval=20",
+                       "train.max_steps=60", f"train.learning_rate={rate}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: training diverged by step 20: the loss is nan") or \
+        err.startswith("error: training diverged by step 20: weights are not finite"), err
+    assert "lower train.learning_rate" in err and len(err.splitlines()) == 1
+    assert not (out / "metrics.json").exists()
+    assert not os.listdir(out / "checkpoints") if (out / "checkpoints").exists() else True
+    assert not (out / "backup").exists() or not [
+        n for n in os.listdir(out / "backup") if n.startswith("ckpt-")]
+
+
+@pytest.mark.slow
 def test_real_process_exit_code_for_a_bad_config(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("model:\n  embeding_dim: 3\n")
