@@ -81,6 +81,10 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was published (the hidden temporary version directory "
+              "was removed)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import re
@@ -201,6 +202,14 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
     if os.path.exists(final):
         raise UserError(f"{final} already exists; TF-Serving versions are immutable. Pass a new "
                         f"--version (newest is {existing[-1] if existing else 'none'}) or omit it.")
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        if not os.access(model_dir, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), model_dir)
+    except OSError as e:  # unwritable, below a file: the user's path, not a bug
+        raise UserError(f"cannot write to --out {model_base!r}: {e.strerror or e}"
+                        f"{f' ({e.filename})' if e.filename else ''}; choose a directory you "
+                        "can write.") from None
     # What is written beside the version is checked before it is published: a failure after
     # publishing would leave the version out and the command saying it failed.
     config_path = os.path.join(model_base, "models.config")
@@ -220,7 +229,6 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
     if index.op_namespaces:
         _log("warning: " + SCANN_CAVEAT)
 
-    os.makedirs(model_dir, exist_ok=True)
     remove_abandoned_partials(model_dir)
     try:
         with published_directory(final, prefix=f".{version}{_partial_tag()}") as tmp:

@@ -581,6 +581,29 @@ def test_a_diverged_checkpoint_is_never_exported(runs, tmp_path, capsys):
     assert exporter.versions(str(tmp_path / "base" / "youtube_dnn")) == []
 
 
+@pytest.mark.slow
+def test_unusable_out_and_unreadable_runs_are_one_error_line(runs, tmp_path, capsys):
+    # Tracebacks with exit 1 before.
+    (tmp_path / "file").write_text("")
+    cases = [(["--run", runs["youtube_dnn"], "--out", str(tmp_path / "file" / "base")],
+              "cannot write to --out"),
+             (["--run", runs["youtube_dnn"], "--out", "/sys/dmi-tf-test-base"],
+              "cannot write to --out '/sys/dmi-tf-test-base'")]
+    broken = tmp_path / "broken"
+    shutil.copytree(runs["youtube_dnn"], broken)
+    (broken / "vocabulary.txt").write_bytes(b"\n\xff\xfe\n")
+    cases.append((["--run", str(broken), "--out", str(tmp_path / "b")], "cannot read the run"))
+    truncated = tmp_path / "truncated"
+    shutil.copytree(runs["youtube_dnn"], truncated)
+    for index in (truncated / "checkpoints").glob("*.index"):
+        index.write_bytes(index.read_bytes()[:20])
+    cases.append((["--run", str(truncated), "--out", str(tmp_path / "b")], "cannot restore"))
+    for args, message in cases:
+        assert export_cli.main([*args, "--k", "10"]) == 2, message
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+
+
 def test_parity_check_tolerates_only_near_tie_reordering():
     want_ids = np.array([["a", "b", "c"]])
     want = np.array([[3.0, 2.0, 2.0 - 1e-7]], np.float32)

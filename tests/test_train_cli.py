@@ -85,8 +85,10 @@ def bad_folder(tmp_path, bad_line):
     return folder
 
 
-@pytest.mark.parametrize("case", ["malformed", "unknown_key", "empty", "missing", "bad_override"])
+@pytest.mark.parametrize("case", ["malformed", "unknown_key", "empty", "missing", "bad_override",
+                                  "out_below_a_file", "out_unwritable"])
 def test_bad_inputs_get_one_clear_error_and_exit_2(tmp_path, capsys, case):
+    out = str(tmp_path / "out")
     if case == "malformed":
         args = ["--data", str(bad_folder(tmp_path, "0,7\n"))]
         expected = ["train.txt:7", "malformed"]
@@ -105,10 +107,17 @@ def test_bad_inputs_get_one_clear_error_and_exit_2(tmp_path, capsys, case):
     elif case == "missing":
         args = ["--data", str(tmp_path / "nowhere")]
         expected = ["nowhere", "prepare"]
+    elif case == "out_below_a_file":  # these two were tracebacks with exit 1
+        (tmp_path / "file").write_text("")
+        args, out = [], str(tmp_path / "file" / "run")
+        expected = ["cannot use --out", "Not a directory", "choose a directory you can write"]
+    elif case == "out_unwritable":  # root may write anywhere but here
+        args, out = [], "/sys/dmi-tf-test-run"
+        expected = ["cannot use --out '/sys/dmi-tf-test-run'", "not permitted"]
     else:
         args = ["model.num_interests"]
         expected = ["section.key=value"]
-    code = train.main([*args, "--out", str(tmp_path / "out")])
+    code = train.main([*args, "--out", out])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error: ") and "Traceback" not in err and len(err.splitlines()) == 1
