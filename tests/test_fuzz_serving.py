@@ -29,6 +29,8 @@ from serving import tensors
 from serving.server.errors import ServingError
 from serving.server.rest import RestApi
 
+pytestmark = pytest.mark.slow  # starts a server (CI runs it: about 15 s)
+
 #: What a request may get (docs/serving.md): a bad request, an unknown model, version or
 #: signature, a request over the limits; UNAVAILABLE only while batching is busy or stopping.
 GRPC_CODES = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,

@@ -411,6 +411,7 @@ def test_rest_malformed_http_is_4xx(server, stub):
     assert_alive(stub)
 
 
+@pytest.mark.slow
 def test_rest_body_and_value_limits(model_base):
     limits = server_lib.RequestLimits(max_elements=150, max_bytes=4_000)
     srv = server_lib.ModelServer({"dmi": model_base}, poll_seconds=0, warmup=False,
@@ -430,6 +431,7 @@ def test_rest_body_and_value_limits(model_base):
         srv.stop(grace=1)
 
 
+@pytest.mark.slow
 def test_rest_takes_200_concurrent_requests_on_a_bounded_pool(server, stub):
     # The old server's listen backlog of 5 timed out 135 of 200 such requests, and it
     # started a thread per connection: 200 slow clients held 187 threads.
@@ -621,6 +623,7 @@ def test_request_size_is_checked_before_anything_is_allocated(stub, server):
     assert_alive(stub)
 
 
+@pytest.mark.slow
 def test_request_limits_are_configurable_and_count_every_input(model_base):
     limits = server_lib.RequestLimits(max_elements=150, max_bytes=2_000)
     srv = server_lib.ModelServer({"dmi": model_base}, poll_seconds=0, warmup=False,
@@ -845,6 +848,7 @@ def test_client_retries_until_the_server_is_up(tmp_path):
         client.close()
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_refused_not_shared(server, model_base):
     # gRPC's default SO_REUSEPORT let a second server start on a port in use and take half
     # of the new connections; each port has one owner.
@@ -897,6 +901,7 @@ def test_new_version_is_swapped_in_without_a_failed_request(server, model_base):
     shutil.rmtree(os.path.join(model_base, "tmp-export"))
 
 
+@pytest.mark.slow
 def test_a_version_caught_half_copied_is_loaded_once_the_copy_completes(tmp_path):
     source, base = tmp_path / "source", tmp_path / "dmi"
     write_contract_model(str(source), VOCAB, seed=3, warmup_signature=None)
