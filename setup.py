@@ -18,6 +18,10 @@ setup(
         "scann[tf]==1.4.2",
         "numpy>=1.26",
         "pyyaml>=6.0",
+        # serving.server's REST front end: a bounded worker pool fed by an asynchronous
+        # reader (slow clients hold no thread), a listen backlog and a body-size limit.
+        "waitress>=3.0",
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    # hypothesis: tests/test_fuzz_serving.py generates random TensorProtos and JSON bodies.
+    extras_require={"test": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100"]},
 )

@@ -13,6 +13,7 @@ import os
 import tensorflow as tf
 
 from dmi_tf import config as config_lib
+from dmi_tf.callbacks import non_finite_variables
 from dmi_tf.data.loading import load_data
 from dmi_tf.errors import UserError
 from dmi_tf.models import build_model
@@ -61,8 +62,12 @@ def load_run(run_dir: str, overrides: list[str] | tuple = ()) -> Run:
         if not os.path.isfile(path):
             raise UserError(f"{run_dir!r} is not a run directory: {os.path.basename(path)} is "
                             "missing; pass the --out directory of `python -m dmi_tf.train`.")
-    config = config_lib.load(config_path, overrides)
-    vocabulary = read_vocabulary(vocab_path)
+    try:
+        config = config_lib.load(config_path, overrides)
+        vocabulary = read_vocabulary(vocab_path)
+    except (OSError, UnicodeDecodeError) as e:  # the user's files, not a bug
+        raise UserError(f"cannot read the run {run_dir!r}: {e}; check its files' permissions "
+                        "and that they are the ones python -m dmi_tf.train wrote.") from None
     dataset = load_data(config)
     if dataset.num_items != len(vocabulary):
         raise UserError(f"{vocab_path} has {len(vocabulary)} items but the run's data "
@@ -77,5 +82,14 @@ def load_run(run_dir: str, overrides: list[str] | tuple = ()) -> Run:
                             "not reach its first validation; train longer or pick another run.")
         # Build the variables, then restore; the loss's state is not needed to serve.
         model.interests(tf.zeros([1, config.data.max_length], tf.int32))
-        tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
+        try:
+            tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
+        except (tf.errors.OpError, ValueError) as e:
+            raise UserError(f"cannot restore {checkpoint_path}: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0]}; the checkpoint is unreadable, "
+                            "truncated or from another model.") from None
+        # Training refuses to keep non-finite weights; a checkpoint holding them is not a model.
+        if bad := non_finite_variables(model.variables):
+            raise UserError(f"{checkpoint_path} holds non-finite weights ({', '.join(bad[:3])}): "
+                            "the run diverged. Train again with a lower train.learning_rate.")
     return Run(config, vocabulary, model, dataset, checkpoint_path)

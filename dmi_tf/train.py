@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import errno
 import json
 import logging
 import os
@@ -94,6 +95,16 @@ def prepare_run_dir(path: str | None, config: config_lib.Config, resume: bool = 
         path = os.path.join("runs", f"{config.model.name}-{stamp}")
     if os.path.isfile(path):
         raise UserError(f"--out {path!r} is a file; give a directory for the run.")
+    try:
+        return _prepare_run_dir(path, config, resume, role)
+    except OSError as e:  # unwritable, below a file, unreadable: the user's path, not a bug
+        raise UserError(f"cannot use --out {path!r}: {e.strerror or e}"
+                        f"{f' ({e.filename})' if e.filename else ''}; choose a directory you "
+                        "can write.") from None
+
+
+def _prepare_run_dir(path: str, config: config_lib.Config, resume: bool,
+                     role: distribute.Role) -> str:
     out = distribute.output_dir(path, role)
     # The chief may find the other workers' folder already there.
     entries = set(os.listdir(out)) - {"workers"} if os.path.isdir(out) else set()
@@ -115,6 +126,8 @@ def prepare_run_dir(path: str | None, config: config_lib.Config, resume: bool = 
                 f"({'; '.join(differences[:3])}); give the same config to resume it, or "
                 "choose a new --out.")
     os.makedirs(out, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), out)
     return path
 
 
@@ -212,6 +225,7 @@ def main(argv=None) -> int:
     log_to_stdout()
     args = parse_args(argv)
     list_devices_quietly()
+    run_dir = None
     try:
         config = resolve_config(args)
         role = distribute.cluster_role(config.distribute)
@@ -224,6 +238,12 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C is how a run is paused: one line saying how it continues, not a traceback.
+        print("\ninterrupted: " + (
+            f"the same command (--out {run_dir}) resumes the run from its last checkpoint"
+            if run_dir else "no run was started"), file=sys.stderr)
+        return 130
     print()
     print(format_table(results, config.eval.cutoffs))
     # Only a trained model has a checkpoint (fit reports the step it selected).

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import types
 
+import numpy as np
 import tensorflow as tf
 
 from dmi_tf.data.pipeline import history_window
@@ -60,9 +61,30 @@ def write_vocabulary_asset(vocabulary: list[str], folder: str) -> str:
     """Writes rows 1.. of the vocabulary, one raw id per line; returns the file's path."""
     check_vocabulary(vocabulary)
     path = os.path.join(folder, VOCABULARY_ASSET)
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
+    with open(path, "w", encoding=contract.ID_ENCODING, newline="\n") as f:
         f.writelines(raw + "\n" for raw in vocabulary[1:])
     return path
+
+
+def encode_ids(ids) -> np.ndarray:
+    """Raw ids (str, any shape) as the object array of bytes a request carries.
+
+    The one way ids become bytes in the export (``contract.encode_id``), as the
+    clients send them and the vocabulary asset holds them. NumPy's
+    ``astype(bytes)`` would encode as ASCII and fail on any other id.
+    """
+    array = np.asarray(ids, dtype=object)
+    out = np.empty(array.shape, dtype=object)
+    out.ravel()[:] = [contract.encode_id(i) for i in array.ravel()]
+    return out
+
+
+def decode_ids(raw) -> np.ndarray:
+    """The inverse of ``encode_ids``: bytes a signature returned -> str, any shape."""
+    array = np.asarray(raw, dtype=object)
+    out = np.empty(array.shape, dtype=object)
+    out.ravel()[:] = [contract.decode_id(b) for b in array.ravel()]
+    return out
 
 
 class ServingModule(tf.Module):

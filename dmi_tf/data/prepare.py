@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # write_dataset moves files in whole or not at all
+        print(f"\ninterrupted: nothing was changed in {args.out}", file=sys.stderr)
+        return 130
     print(dataset.summary())
     print(f"wrote train.txt, valid.txt, test.txt, item_map.txt to {args.out} "
           f"({len(log):,} raw interactions read, {elapsed:.1f}s)")

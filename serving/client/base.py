@@ -97,13 +97,13 @@ def encode_histories(histories: Sequence[Sequence[str]]) -> np.ndarray:
     array = np.full((len(histories), width), contract.PADDING.encode(), dtype=object)
     for row, history in enumerate(histories):
         for col, item in enumerate(history, start=1):
-            array[row, col] = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            array[row, col] = contract.encode_id(item if isinstance(item, bytes) else str(item))
     return array
 
 
 def decode_strings(array: np.ndarray) -> np.ndarray:
     out = np.empty(array.shape, dtype=object)
-    out.ravel()[:] = [b.decode("utf-8", "replace") if isinstance(b, bytes) else b
+    out.ravel()[:] = [contract.decode_id(b, "replace") if isinstance(b, bytes) else b
                       for b in array.ravel()]
     return out
 
