@@ -100,19 +100,26 @@ def _finished(run_dir: str, config: config_lib.Config) -> dict | None:
 
 def run(args) -> tuple[str, str]:
     models = args.models.split(",")
-    unknown = [m for m in models if m not in MODEL_NAMES]
+    # A name is a model, or a config of its own when --config has {model} (amazon_remi.yaml
+    # is ComiRec-SA with REMI's losses).
+    unknown = [m for m in models if m not in MODEL_NAMES and not (
+        args.config and "{model}" in args.config and os.path.exists(args.config.format(model=m)))]
     if unknown:
-        raise SystemExit(f"unknown model(s) {unknown}; available: {', '.join(MODEL_NAMES)}")
+        raise SystemExit(f"unknown model(s) {unknown}; available: {', '.join(MODEL_NAMES)}"
+                         + (f", or a name with a {args.config} file" if args.config else ""))
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.path={json.dumps(args.data)}")
     jobs = []  # (model, config path, overrides, run directory, config)
     for model in models:
+        path = args.config.format(model=model) if args.config else None
+        named = [f"model.name={model}"] if model in MODEL_NAMES else []
+        deterministic = config_lib.load(path, [*overrides, *named]).model.name in (
+            "most_popular", "item_knn")
         # Non-neural baselines have no randomness: one run is the whole distribution.
-        for seed in seeds if model not in ("most_popular", "item_knn") else seeds[:1]:
-            path = args.config.format(model=model) if args.config else None
-            given = [*overrides, f"model.name={model}", f"train.seed={seed}"]
+        for seed in seeds[:1] if deterministic else seeds:
+            given = [*overrides, *named, f"train.seed={seed}"]
             jobs.append((model, path, given, os.path.join(args.out, f"{model}-seed{seed}"),
                          config_lib.load(path, given)))
     pending = [job for job in jobs if _finished(job[3], job[4]) is None]
