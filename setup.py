@@ -7,6 +7,8 @@ setup(
     license="Apache-2.0",
     packages=find_packages(include=["dmi_tf", "dmi_tf.*", "export", "export.*",
                                     "serving", "serving.*"]),
+    # The default run's config (python -m dmi_tf.train without --config).
+    package_data={"dmi_tf": ["default.yaml"]},
     # Only 3.11 is tested; TensorFlow 2.20 wheels exist for it.
     python_requires=">=3.11,<3.12",
     install_requires=[

@@ -275,6 +275,7 @@ def soak(args) -> dict:
         try:
             while (now := time.monotonic()) < start + args.seconds:
                 if swapped is None and now >= swap_at:
+                    rss["before_swap"] = rss_mb(pid)
                     os.rename(os.path.join(staging, "1"), os.path.join(model_dir, "2"))
                     swapped = now - start
                     print(f"{swapped:.0f} s: version 2 published", flush=True)
@@ -334,7 +335,8 @@ def report(result: dict) -> str:
         f"{'yes' if result['swapped'] else '**no**'}. Server RSS: {rss['idle']:.0f} MB idle "
         f"after the warm-up, {rss['start']:.0f} MB after "
         f"{min(RSS_START_SECONDS, result['seconds'] / 4):.0f} s of load (the start), "
-        f"{rss['end']:.0f} MB at the end (max {rss['max']:.0f}): growth "
+        + (f"{rss['before_swap']:.0f} MB before the swap, " if "before_swap" in rss else "")
+        + f"{rss['end']:.0f} MB at the end (max {rss['max']:.0f}): growth "
         f"{100 * result['rss_growth']:+.1f}%.",
     ]
     if result["failures"]:

@@ -232,7 +232,7 @@ class DistributeConfig:
     # default, one per core. A model of many small ops on few cores trains faster
     # with 1: the ops then run side by side (inter-op pool) instead of each paying
     # to split (2 cores, MovieLens-100k: DMI 1.3-2x end to end; ComiRec-SA, with
-    # fewer and larger ops, 0.76-0.92x; BENCHMARKS.md). Process-wide, set before
+    # fewer and larger ops, 0.76-0.92x; docs/experiments.md). Process-wide, set before
     # TensorFlow starts; speed only.
     intra_op_threads: int | None = None
 

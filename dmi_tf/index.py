@@ -60,7 +60,7 @@ class ScannConfig:
     """ScaNN's tree + asymmetric-hashing settings; ``None`` = computed from the catalogue.
 
     See :func:`resolve_scann` for the defaults (measured on a 1,000,000-item
-    catalogue in ``BENCHMARKS.md``).
+    catalogue in ``docs/experiments.md``).
     """
 
     # Partitions of the catalogue (k-means tree leaves); default ~sqrt(items).
@@ -119,7 +119,7 @@ def resolve_scann(num_candidates: int, k: int, config: ScannConfig | None = None
     On 1,000,000 overlapping-cluster items (1,000 leaves, 200 searched, 500
     re-scored for k=50) recall@50 against the exact index is above 0.95 at a
     fraction of its latency; 10% of the leaves sat at the 0.95 edge there
-    (``BENCHMARKS.md``, "ScaNN index").
+    (``docs/experiments.md``, "ScaNN index").
 
     Args:
       num_candidates: n, the number of real (non-padding) items indexed.

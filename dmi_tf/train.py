@@ -3,7 +3,8 @@
     python -m dmi_tf.train [--config configs/FILE.yaml] [--data DIR] [--model NAME]
                            [--out RUN_DIR] [section.key=value ...]
 
-Without arguments it trains the default model on the built-in synthetic data.
+Without ``--config`` it reads ``dmi_tf/default.yaml``: DMI on the built-in
+synthetic data, about two minutes on 2 cores.
 RUN_DIR receives:
 
 * ``config.yaml``: the resolved config (re-run or export from it alone);
@@ -54,12 +55,17 @@ from dmi_tf.training import fit
 # Not __name__: run as `python -m dmi_tf.train`, this module is __main__.
 log = logging.getLogger("dmi_tf.train")
 
+# The default run's config, shipped inside the package so it works from any directory.
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.yaml")
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m dmi_tf.train", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML config (default: built-in defaults, synthetic data)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help="YAML config (default: dmi_tf/default.yaml, DMI on the built-in "
+                             "synthetic data)")
     parser.add_argument("--data", help="folder of split files; overrides data.path")
     parser.add_argument("--model", help="model name; overrides model.name")
     parser.add_argument("--out", help="run directory (default: runs/<model>-<time>)")

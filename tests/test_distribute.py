@@ -21,9 +21,12 @@ from dmi_tf import distribute
 from dmi_tf.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The dataclass defaults, not the CLI's default run (dmi_tf/default.yaml).
+LIBRARY_DEFAULTS = os.path.join(REPO, "tests", "library_defaults.yaml")
 # A few steps of a tiny DMI: every strategy must train the model with the
 # tf.random.Generator (the refiner's noise) and the sampled-softmax input stage.
-TINY = ["--model", "dmi", "train.max_steps=8", "train.steps_per_eval=8",
+TINY = ["--config", LIBRARY_DEFAULTS, "--model", "dmi", "train.max_steps=8",
+        "train.steps_per_eval=8",
         "train.steps_per_execution=8", "train.batch_size=32", "loss.num_negatives=64",
         "data.synthetic.num_users=200", "data.synthetic.num_items=150",
         "data.synthetic.num_topics=6", "model.embedding_dim=16", "model.num_interests=2",

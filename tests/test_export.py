@@ -290,6 +290,23 @@ def test_dmi_export_reads_its_folded_weight_products_instead_of_recomputing_them
 
 
 @pytest.mark.slow
+def test_a_model_that_chose_its_interests_exports_with_gpu_kernels_only(tmp_path):
+    # The choice lives in an int32 variable, which has no GPU kernel: export folds it.
+    run_dir = str(tmp_path / "run")
+    config = config_lib.load(None, [*(f"{k}={v}" for k, v in {
+        "model.name": "dmi", "model.num_interests": 2, "model.choose_interests": "true",
+        "diffusion.backbone_loss_weight": 1.0,
+        "train.max_steps": 40, "train.steps_per_eval": 40, "data.synthetic.num_users": 300,
+        "data.synthetic.num_items": 200, "data.synthetic.num_topics": 8}.items())])
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_and_evaluate(config, run_dir, verbose=0)
+    result, log = quiet_export(run_dir, str(tmp_path / "base"), k=10)
+    assert result.host_only_ops == {}, log
+    for signature in contract.SIGNATURES:
+        assert gpu_check.ops_without_gpu_kernel(result.path, signature) == {}, signature
+
+
+@pytest.mark.slow
 def test_wide_catalogue_retrieval_ops_have_gpu_kernels(tmp_path):
     # The small exports above score one block with one top-k; a catalogue
     # wider than a block (static slices) and than the two-stage top-k's

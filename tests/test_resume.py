@@ -21,9 +21,12 @@ from dmi_tf import train
 from dmi_tf.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The dataclass defaults, not the CLI's default run (dmi_tf/default.yaml).
+LIBRARY_DEFAULTS = os.path.join(REPO, "tests", "library_defaults.yaml")
 # Validation every 40 steps, a checkpoint every 20: the kill lands after the first
 # validation and the run still has up to 40 steps and a validation to go.
-ARGS = ["--model", "dmi", "train.max_steps=80", "train.steps_per_eval=40",
+ARGS = ["--config", LIBRARY_DEFAULTS, "--model", "dmi", "train.max_steps=80",
+        "train.steps_per_eval=40",
         "train.checkpoint_steps=20", "train.steps_per_execution=10", "train.batch_size=32",
         "train.patience=10", "loss.num_negatives=64", "data.synthetic.num_users=200",
         "data.synthetic.num_items=150", "data.synthetic.num_topics=6", "model.embedding_dim=16",
@@ -117,7 +120,8 @@ def test_ctrl_c_prints_how_to_resume_and_the_run_resumes(tmp_path):
 # --- what a run directory may hold -------------------------------------------------------
 
 def config_of(*overrides):
-    return train.resolve_config(train.parse_args(["--model", "youtube_dnn", *overrides]))
+    return train.resolve_config(train.parse_args(
+        ["--config", LIBRARY_DEFAULTS, "--model", "youtube_dnn", *overrides]))
 
 
 def test_unfinished_run_of_the_same_config_is_resumed_others_are_refused(tmp_path):

@@ -12,7 +12,12 @@ from dmi_tf import train
 from dmi_tf.config import SyntheticConfig
 from dmi_tf.data.synthetic import generate_log
 
-SMALL = ["data.synthetic.num_users=800", "data.synthetic.num_items=400",
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The dataclass defaults, not the CLI's default run (dmi_tf/default.yaml).
+LIBRARY_DEFAULTS = os.path.join(REPO, "tests", "library_defaults.yaml")
+
+SMALL = ["--config", LIBRARY_DEFAULTS, "data.synthetic.num_users=800",
+         "data.synthetic.num_items=400",
          "data.synthetic.num_topics=10", "train.steps_per_eval=300", "train.max_steps=1200",
          "loss.num_negatives=256", "model.embedding_dim=32"]
 
@@ -60,7 +65,8 @@ def test_prepared_folder_trains_through_data_flag(tmp_path, capsys):
                          str(tmp_path / "toy")]) == 0
     run_dir = tmp_path / "run"
     assert train.main(["--data", str(tmp_path / "toy"), "--out", str(run_dir),
-                       "train.max_steps=100", "train.steps_per_eval=100",
+                       "--config", LIBRARY_DEFAULTS, "train.max_steps=100",
+                       "train.steps_per_eval=100",
                        "loss.num_negatives=64"]) == 0
     out = capsys.readouterr().out
     assert "most_popular" in out and "youtube_dnn" in out and "recall@50" in out
@@ -194,7 +200,8 @@ def test_run_without_a_checkpoint_does_not_claim_one(tmp_path, capsys):
 def test_cli_shows_progress_on_stdout_and_no_cuda_probe_error(tmp_path):
     run_dir = str(tmp_path / "r")
     proc = subprocess.run([sys.executable, "-m", "dmi_tf.train", "--out", run_dir,
-                           "data.synthetic.num_users=400", "data.synthetic.num_items=200",
+                           "--config", LIBRARY_DEFAULTS, "data.synthetic.num_users=400",
+                           "data.synthetic.num_items=200",
                            "train.max_steps=50", "train.steps_per_eval=50"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -203,7 +210,7 @@ def test_cli_shows_progress_on_stdout_and_no_cuda_probe_error(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0] == f"run directory: {run_dir}"
     assert lines[1].startswith("synthetic(seed=0): 200 items") and "(loaded in " in lines[1]
-    assert lines[2] == ("training youtube_dnn with batches of 128: up to 50 steps (16.7 epochs of 3 steps), "
-                        "validation every 50 steps")
+    assert lines[2] == ("training youtube_dnn with batches of 128: up to 50 steps "
+                        "(16.7 epochs of 3 steps), validation every 50 steps")
     assert lines[3].startswith("step 50: loss ") and lines[3].endswith(" sequences/s")
     assert lines[-1] == f"metrics, config and checkpoint written to {run_dir}"

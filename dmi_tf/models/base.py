@@ -82,6 +82,7 @@ class MultiInterestModel(tfrs.Model):
         # the choice validation made travels with them into evaluation and export.
         self.served_interests = (tf.Variable(0, trainable=False, name="served_interests")
                                  if choose_interests else None)
+        self._folded_served: int | None = None
 
     def interest_choices(self) -> tuple[int, ...]:
         """The numbers of served interests validation chooses from (0 = all K); () = no choice."""
@@ -101,7 +102,10 @@ class MultiInterestModel(tfrs.Model):
         if self.served_interests is None:
             return interests
         k = tf.shape(interests)[1]
-        count = tf.where(self.served_interests > 0, self.served_interests, k)
+        # Folded for serving: a constant, so the exported graphs read no int32 variable
+        # (TF has no GPU kernel for one).
+        chosen = self._folded_served if self._folded_served is not None else self.served_interests
+        count = tf.where(chosen > 0, chosen, k)
         served = tf.range(k) < count
         return tf.where(served[None, :, None], interests, interests[:, :1, :])
 
@@ -135,7 +139,10 @@ class MultiInterestModel(tfrs.Model):
 
     def fold_for_inference(self):
         """Prepares a serving copy: stores weight-only products the query tower would
-        recompute per call. Nothing to fold here; DMI folds its refiner's."""
+        recompute per call, and the served-interest count as a constant. DMI also folds
+        its refiner's products."""
+        if self.served_interests is not None:
+            self._folded_served = int(self.served_interests.numpy())
 
     def coarse_interests(self, history):
         """The extractor's interests ``[batch, K, d]`` before any refinement (DMI refines them)."""

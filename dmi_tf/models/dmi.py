@@ -83,6 +83,7 @@ class DMI(MultiInterestModel):
 
     def fold_for_inference(self):
         """Folds the refiner's weight-only products for serving (see the refiner's method)."""
+        super().fold_for_inference()
         if self.refiner is not None:
             self.refiner.fold_for_inference()
 

@@ -65,7 +65,7 @@ class ItemColumns(tf.Module):
     Scoring a few queries against ``[M, d]`` rows needs a transposed MatMul,
     which oneDNN runs much slower than the same product against ``[d, M]``
     columns (one user over 100,001 items, K = 4, 2 cores: about 1.4x faster
-    with columns at batch 1 to 16, the same at batch 64; ``BENCHMARKS.md``,
+    with columns at batch 1 to 16, the same at batch 64; ``docs/experiments.md``,
     "Serving"). This holds the real rows (row 0, padding, is never scored) as
     ``[d, n]`` blocks of at most ``block_size`` items, each its own variable,
     so a block is read whole, never sliced out of a larger tensor. On a GPU

@@ -375,7 +375,7 @@ class ModelServer:
         # Each request holds a thread while it waits for its batch, so the pool
         # bounds how many requests can share a batch. TF-Serving's C++ server has
         # no such bound (its flag sizes the pollers); 4 x cores here capped 16
-        # concurrent clients at batches of 4 (BENCHMARKS.md, "Serving").
+        # concurrent clients at batches of 4 (docs/experiments.md, "Serving").
         threads = max_threads or DEFAULT_GRPC_THREADS
         self._grpc = grpc.server(
             concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc"),

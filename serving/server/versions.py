@@ -8,12 +8,16 @@ replayed, and only then swapped in.
 from __future__ import annotations
 
 import collections
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
 import logging
 import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 import grpc
@@ -39,6 +43,20 @@ class _VersionState:
     state: int
     error: str = ""
     code: grpc.StatusCode = grpc.StatusCode.OK
+
+
+def _release_free_memory() -> None:
+    """Hands the C heap's free pages back to the OS (glibc's malloc_trim; elsewhere nothing).
+
+    An unloaded version's tensors return to malloc's free lists, which glibc keeps
+    mapped: without this a server that swaps versions grows by about a model per swap
+    (benchmarks/soak.py).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 def _contents(path: str) -> tuple:
@@ -80,6 +98,8 @@ class Model:
         self.current: Servable | None = None
         self.states: dict[int, _VersionState] = {}
         self._failed: dict[int, tuple] = {}  # version -> contents of the dir that failed
+        # The version last swapped out, until the requests holding it let it go.
+        self._retired: weakref.ref | None = None
         self._lock = threading.Lock()
         # (rows, seconds) of recent model calls, for the log; bounded when nobody reads it.
         self.runs: collections.deque = collections.deque(maxlen=LOG_WINDOW)
@@ -109,6 +129,11 @@ class Model:
 
     def poll(self, predict: Callable[[Servable, predict_pb2.PredictRequest], object]) -> None:
         """Loads the newest version if it is not the one served (TF-Serving's poll)."""
+        if self._retired is not None:
+            gc.collect()
+            if self._retired() is None:
+                self._retired = None
+                _release_free_memory()
         versions = self.versions_on_disk()
         if not versions:
             if self.current is None:
@@ -148,6 +173,7 @@ class Model:
             # In-flight requests keep their reference to `old`; it is freed after them.
             self.states[old.version] = _VersionState(_State.END)
             log.info("Unloaded servable version {name: %s version: %d}", self.name, old.version)
+            self._retired = weakref.ref(old)
 
     def _warm_up(self, servable: Servable, predict) -> int:
         path = os.path.join(servable.path, contract.WARMUP_FILE)
