@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py [--data DIR] [--config 'configs/ml100k_{model}.yaml']
         [--models youtube_dnn,most_popular] [--seeds 0,1,2] [--out runs/bench] [--jobs 1]
-        [--title TITLE] [--write BENCHMARKS.md] [section.key=value ...]
+        [--title TITLE] [--write BENCHMARKS.md] [--no-train] [section.key=value ...]
 
 ``--config`` may contain ``{model}``: each model then runs with its own file
 (``configs/ml100k_comirec_dr.yaml`` has ComiRec-DR's learning rate, for example).
@@ -123,6 +123,12 @@ def run(args) -> tuple[str, str]:
             jobs.append((model, path, given, os.path.join(args.out, f"{model}-seed{seed}"),
                          config_lib.load(path, given)))
     pending = [job for job in jobs if _finished(job[3], job[4]) is None]
+    if args.no_train:
+        # A table of what has finished: each row says over how many seeds.
+        jobs = [job for job in jobs if job not in pending]
+        print(f"{len(jobs)} finished runs in {args.out}; {len(pending)} not trained (--no-train)",
+              flush=True)
+        pending = []
     print(f"{len(jobs) - len(pending)} of {len(jobs)} runs already finished in {args.out}; "
           f"training {len(pending)}, {args.jobs} at a time", flush=True)
     os.makedirs(args.out, exist_ok=True)
@@ -142,6 +148,8 @@ def run(args) -> tuple[str, str]:
                     raise SystemExit(f"{run_dir} did not finish; see {run_dir}.log")
                 dataset_name = results["dataset"].split(":")[0]
                 per_seed.append(results)
+        if not per_seed:
+            continue
         row = [model, str(len(per_seed))]
         for split in ("valid", "test"):
             row += [mean_spread([r[split][c] for r in per_seed]) for c in COLUMNS]
@@ -183,6 +191,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default=os.path.join("runs", "bench"))
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--no-train", action="store_true",
+                        help="train nothing: tabulate the runs that have finished")
     parser.add_argument("--title", help="section of --write to replace (default: "
                                         "'Quality: <dataset>')")
     parser.add_argument("--write", help="Markdown file to update, e.g. BENCHMARKS.md")
