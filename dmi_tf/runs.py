@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from dmi_tf import config as config_lib
 from dmi_tf.data.loading import load_data
+from dmi_tf.data.vocabulary import read_vocabulary
 from dmi_tf.errors import UserError
 from dmi_tf.models import build_model
 
@@ -37,11 +38,6 @@ class Run:
     model: object
     dataset: object
     checkpoint: str | None
-
-
-def read_vocabulary(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
 
 
 def load_run(run_dir: str, overrides: list[str] | tuple = ()) -> Run:

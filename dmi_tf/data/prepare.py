@@ -14,8 +14,11 @@ Command line::
     python -m dmi_tf.data.prepare --input FILE --format FMT --out DIR [--min-count 5]
         [--seed 1230] [--name NAME]
         [--split time [--time-fractions 0.8,0.9 | --time-cutoffs DATE,DATE]]
+        [--vocabulary RUN_OR_DIR]
 
-``--split time`` replaces steps 3 and 4 by a split in time (``dmi_tf.data.time_split``).
+``--split time`` replaces steps 3 and 4 by a split in time (``dmi_tf.data.time_split``);
+``--vocabulary OLD`` keeps the indices of an earlier version's items in step 2
+(``dmi_tf.data.vocabulary``).
 """
 
 from __future__ import annotations
@@ -73,14 +76,19 @@ def check_min_count(min_count) -> None:
         raise UserError(f"min_count must be a positive integer, got {min_count!r}")
 
 
-def number_items(item_raw: list[str], counts: np.ndarray, min_count: int,
-                 source: str) -> tuple[np.ndarray, list[str]]:
+def number_items(item_raw: list[str], counts: np.ndarray, min_count: int, source: str,
+                 known: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Step 2: items with ``>= min_count`` interactions numbered ``1..N`` by popularity.
+
+    With ``known`` (an earlier version's vocabulary, ``dmi_tf.data.vocabulary``), every
+    raw id it holds keeps its index whatever its count now, and the new items with
+    ``>= min_count`` interactions are numbered after them, by popularity.
 
     Args:
       item_raw: the distinct raw item ids.
       counts: int ``[len(item_raw)]``, the interactions that count for each.
       source: the log's name, for error messages.
+      known: ``[""]`` + raw ids of indices ``1..``, or None.
 
     Returns:
       ``(index [len(item_raw)], vocabulary)``: each distinct item's index (0 =
@@ -90,6 +98,16 @@ def number_items(item_raw: list[str], counts: np.ndarray, min_count: int,
       DataError: fewer than 2 items reach ``min_count``.
     """
     order = np.argsort(-counts, kind="stable")
+    if known is not None:
+        old = {raw: index for index, raw in enumerate(known) if index}
+        item_index = np.fromiter((old.get(raw, 0) for raw in item_raw), np.int64, len(item_raw))
+        fresh = order[(item_index[order] == 0) & (counts[order] >= min_count)]
+        item_index[fresh] = len(known) + np.arange(len(fresh), dtype=np.int64)
+        vocabulary = [*known, *(item_raw[c] for c in fresh.tolist())]
+        if len(vocabulary) < 3:
+            raise DataError(f"{source}: the vocabulary has {len(vocabulary) - 1} item(s) with "
+                            f"the new ones (>= {min_count} interactions); at least 2 are needed")
+        return item_index, vocabulary
     num_kept_items = int(np.count_nonzero(counts >= min_count))
     if num_kept_items == 0:
         most = int(counts.max()) if len(counts) else 0
@@ -120,7 +138,8 @@ def user_sequences(uid: np.ndarray, items: np.ndarray, timestamps: np.ndarray,
     return items[rows], timestamps[rows], row_splits
 
 
-def prepare(log: RawLog, min_count: int = 5, seed: int = 1230, name: str = "dataset") -> Dataset:
+def prepare(log: RawLog, min_count: int = 5, seed: int = 1230, name: str = "dataset",
+            vocabulary: list[str] | None = None) -> Dataset:
     """Filters, numbers, splits and orders a raw log as ComiRec's ``data.py`` does.
 
     Args:
@@ -129,10 +148,13 @@ def prepare(log: RawLog, min_count: int = 5, seed: int = 1230, name: str = "data
         interactions with kept items of a kept user.
       seed: the seed of Python's ``random`` for the user shuffle (1230 in the protocol).
       name: the dataset's name.
+      vocabulary: an earlier version's vocabulary whose raw ids keep their indices
+        (:func:`number_items`); None numbers from scratch.
 
     Returns:
       A :class:`Dataset`: vocabulary[k] is the raw id of item ``k`` (``1..N``, most popular
-      first); user ``u`` of the result is the ``u``-th user of the shuffled list.
+      first, or the earlier vocabulary then the new items by popularity); user ``u`` of the
+      result is the ``u``-th user of the shuffled list.
 
     Raises:
       DataError: the log is empty or too small to give items and three non-empty splits.
@@ -143,7 +165,7 @@ def prepare(log: RawLog, min_count: int = 5, seed: int = 1230, name: str = "data
     # Step 2: item popularity, stable sort by count descending.
     item_codes, item_raw = factorize(log.items)
     counts = np.bincount(item_codes, minlength=len(item_raw))
-    item_index, vocabulary = number_items(item_raw, counts, min_count, log.source)
+    item_index, vocabulary = number_items(item_raw, counts, min_count, log.source, vocabulary)
     num_kept_items = len(vocabulary) - 1
 
     # Step 3: users in first-appearance order with >= min_count kept interactions.
@@ -198,15 +220,17 @@ def _pair(text: str, parse, flag: str) -> tuple:
         raise UserError(f"{flag} {text!r}: give two numbers, e.g. 0.8,0.9") from None
 
 
-def split_log(log: RawLog, args: argparse.Namespace, name: str) -> Dataset:
-    """The dataset the command line asks for: the protocol's user split or a time split."""
+def split_log(log: RawLog, args: argparse.Namespace, name: str,
+              known: list[str] | None = None) -> Dataset:
+    """The dataset the command line asks for: the protocol's user split or a time split,
+    numbered after the vocabulary ``known`` when given."""
     if args.split == "user":
         for flag, value in (("--time-fractions", args.time_fractions),
                             ("--time-cutoffs", args.time_cutoffs)):
             if value is not None:
                 raise UserError(f"{flag} sets a time split's windows; add --split time")
         seed = 1230 if args.seed is None else args.seed
-        return prepare(log, min_count=args.min_count, seed=seed, name=name)
+        return prepare(log, min_count=args.min_count, seed=seed, name=name, vocabulary=known)
     from dmi_tf.data import time_split
 
     if args.seed is not None:
@@ -217,16 +241,30 @@ def split_log(log: RawLog, args: argparse.Namespace, name: str) -> Dataset:
                else _pair(args.time_cutoffs, time_split.parse_cutoff, "--time-cutoffs"))
     timestamps = time_split.require_timestamps(log)
     valid_start, test_start = time_split.cut_times(timestamps, fractions, cutoffs)
-    dataset = time_split.time_split(log, args.min_count, valid_start, test_start, name)
+    dataset = time_split.time_split(log, args.min_count, valid_start, test_start, name, known)
     print(f"time split: train before {time_split.describe_time(valid_start)}, validation "
           f"window from it, test window from {time_split.describe_time(test_start)}")
     return dataset
+
+
+def describe_carried(known: list[str], dataset: Dataset, source: str) -> str:
+    """One line: how many indices came from ``source`` (and how many are in use) and how many
+    are new."""
+    used = np.zeros(dataset.num_items, bool)
+    for split in (dataset.train, dataset.valid, dataset.test):
+        used[split.items] = True
+    old, new = len(known) - 1, dataset.num_items - len(known)
+    added = f", {new:,} new items at {len(known)}..{dataset.num_items - 1}" if new else \
+        ", no new item"
+    return (f"vocabulary: {old:,} items keep their indices from {source} "
+            f"({int(used[1:len(known)].sum()):,} of them in this data){added}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m dmi_tf.data.prepare``: raw log → processed split folder."""
     from dmi_tf.data.readers import FORMATS, read_raw
     from dmi_tf.data.splits import write_dataset
+    from dmi_tf.data.vocabulary import load_vocabulary
 
     parser = argparse.ArgumentParser(
         prog="python -m dmi_tf.data.prepare",
@@ -249,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-fractions", metavar="A,B", default=None,
                         help="time split: the windows start where shares A and B of the "
                              "interactions (in time order) are behind (default 0.8,0.9)")
+    parser.add_argument("--vocabulary", metavar="RUN_OR_DIR", default=None,
+                        help="keep the item indices of this run, split folder or exported "
+                             "version: known raw ids keep their index, new items (>= "
+                             "--min-count interactions) are appended")
     parser.add_argument("--time-cutoffs", metavar="START,START", default=None,
                         help="time split: the validation and test windows' start times, as "
                              "dates (2024-01-31[T12:00], UTC) or timestamps in the log's unit")
@@ -256,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or os.path.basename(os.path.normpath(args.out)) or "dataset"
     try:
         start = time.perf_counter()
+        known = None if args.vocabulary is None else load_vocabulary(args.vocabulary)
         log = read_raw(args.input, args.format)
-        dataset = split_log(log, args, name)
+        dataset = split_log(log, args, name, known)
         write_dataset(dataset, args.out)
         elapsed = time.perf_counter() - start
     except UserError as e:
@@ -267,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     if dataset.valid.history_lengths is not None:
         written += ", valid_cut.txt, test_cut.txt"
     print(dataset.summary())
+    if known is not None:
+        print(describe_carried(known, dataset, args.vocabulary))
     print(f"wrote {written} to {args.out} "
           f"({len(log):,} raw interactions read, {elapsed:.1f}s)")
     return 0

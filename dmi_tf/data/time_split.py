@@ -145,7 +145,8 @@ def cut_times(timestamps: np.ndarray, fractions: tuple[float, float] | None = No
 
 
 def time_split(log: RawLog, min_count: int = 5, valid_start: float | None = None,
-               test_start: float | None = None, name: str = "dataset") -> Dataset:
+               test_start: float | None = None, name: str = "dataset",
+               vocabulary: list[str] | None = None) -> Dataset:
     """Filters, numbers and splits a raw log by time (module docstring).
 
     Args:
@@ -154,6 +155,8 @@ def time_split(log: RawLog, min_count: int = 5, valid_start: float | None = None
       valid_start, test_start: the windows' start times (:func:`cut_times`; default
         the 80% and 90% points of the log).
       name: the dataset's name.
+      vocabulary: an earlier version's vocabulary whose raw ids keep their indices
+        (``prepare.number_items``); None numbers from scratch.
 
     Returns:
       A :class:`Dataset` whose valid and test splits carry ``history_lengths``; user
@@ -179,7 +182,8 @@ def time_split(log: RawLog, min_count: int = 5, valid_start: float | None = None
     before = timestamps < valid_start
     counts = np.bincount(item_codes[before], minlength=len(item_raw))
     item_index, vocabulary = number_items(
-        item_raw, counts, min_count, f"{log.source} before {describe_time(valid_start)}")
+        item_raw, counts, min_count, f"{log.source} before {describe_time(valid_start)}",
+        vocabulary)
     item_of = item_index[item_codes]
 
     user_codes, user_raw = factorize(log.users)
