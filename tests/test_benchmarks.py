@@ -242,3 +242,13 @@ def test_knn_scale_measures_a_small_catalogue():
     assert result["recall@50"] > result["most_popular_recall@50"]
     row = knn_scale.table_row(result)
     assert row.count("|") == knn_scale.HEADER.splitlines()[0].count("|")
+
+
+def test_warm_start_finds_the_first_step_reaching_the_cold_best():
+    warm_start = load_script("warm_start")
+    history = [{"step": 200, "recall@50": 0.10}, {"step": 400, "recall@50": 0.31},
+               {"step": 600, "recall@50": 0.35}]
+    assert warm_start.reached(history, 0.30) == 400
+    assert warm_start.reached(history, 0.35) == 600
+    assert warm_start.reached(history, 0.40) is None
+

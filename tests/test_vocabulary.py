@@ -65,7 +65,7 @@ def test_vocabulary_sources(tmp_path):
 
 @pytest.mark.parametrize("files, problem", [
     ({"vocabulary.txt": "\nx\nx\n"}, "index 2 is also index 1"),
-    ({"vocabulary.txt": "\nx\n\n"}, "index 2 is empty"),
+    ({"vocabulary.txt": "\nx\n\n"}, "index 2 is '': ids must be non-empty"),
     ({"vocabulary.txt": "pad\nx\n"}, "index 0 is padding"),
     ({"item_map.txt": "x,1\ny,3\n"}, "no raw id for index 2"),
     ({"notes.txt": "x"}, "is not a run directory"),

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from dmi_tf.data import splits
 from dmi_tf.errors import DataError
 
@@ -68,14 +70,32 @@ def _item_map(folder: str) -> str:
 
 
 def check_vocabulary(vocabulary: list[str], source: str) -> None:
-    """Raises DataError unless indices 1.. hold distinct, non-empty raw ids (0 is padding)."""
-    if vocabulary and vocabulary[0] != "":
+    """Raises DataError unless index 0 is padding (``""``) and indices 1.. hold distinct,
+    non-empty, single-line raw ids: what maps each raw id to one item row and back."""
+    if len(vocabulary) < 2:
+        raise DataError(f"{source} has no items (only the padding row); train on data with at "
+                        "least one item.")
+    if vocabulary[0] != "":
         raise DataError(f"{source}: index 0 is padding and must be empty, found "
                         f"{vocabulary[0]!r}")
     seen: dict[str, int] = {}
     for index, raw in enumerate(vocabulary[1:], start=1):
-        if raw == "" or raw in seen:
-            problem = "is empty" if raw == "" else f"is also index {seen[raw]}"
+        if raw == "" or "\n" in raw or "\r" in raw or raw in seen:
+            problem = (f"is also index {seen[raw]}" if raw in seen else
+                       f"is {raw!r}: ids must be non-empty single-line strings")
             raise DataError(f"{source}: the raw id of index {index} {problem}; a vocabulary "
-                            "maps each raw id to one index")
+                            "maps each raw id to one index (\"\" is padding)")
         seen[raw] = index
+
+
+def shared_rows(new: list[str], old: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``new`` and of ``old`` that hold the same raw id (padding row 0 included).
+
+    Returns:
+      ``(new_rows, old_rows)``: int64 ``[n]`` each, ``new[new_rows[j]] == old[old_rows[j]]``,
+      in ``new``'s order. Works whether or not ``new`` kept ``old``'s indices.
+    """
+    row_of = {raw: row for row, raw in enumerate(old)}
+    pairs = [(row, row_of[raw]) for row, raw in enumerate(new) if raw in row_of]
+    array = np.asarray(pairs, np.int64).reshape(-1, 2)
+    return array[:, 0], array[:, 1]
