@@ -19,5 +19,6 @@ setup(
         "numpy>=1.26",
         "pyyaml>=6.0",
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    # parquet: python -m dmi_tf.predict --shard-format parquet (NumPy shards need nothing).
+    extras_require={"test": ["pytest>=8", "ruff>=0.6"], "parquet": ["pyarrow>=14"]},
 )

@@ -252,3 +252,11 @@ def test_warm_start_finds_the_first_step_reaching_the_cold_best():
     assert warm_start.reached(history, 0.35) == 600
     assert warm_start.reached(history, 0.40) is None
 
+
+def test_predict_throughput_histories_are_csv_lines_of_known_and_unknown_ids(tmp_path):
+    throughput = load_script("predict_throughput")
+    ids = throughput.write_histories(str(tmp_path / "h.csv"), ["", "a", "b", "c"], 20)
+    lines = (tmp_path / "h.csv").read_text().splitlines()
+    assert len(lines) == 20 and lines[1].startswith("u1,")
+    items = [i for line in lines for i in line.split(",")[1:]]
+    assert len(items) == ids and set(items) == {"a", "b", "c", "not-an-item"}
