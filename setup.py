@@ -18,7 +18,12 @@ setup(
         "scann[tf]==1.4.2",
         "numpy>=1.26",
         "pyyaml>=6.0",
+        # serving.server's REST front end: a bounded worker pool fed by an asynchronous
+        # reader (slow clients hold no thread), a listen backlog and a body-size limit.
+        "waitress>=3.0",
     ],
+    # hypothesis: tests/test_fuzz_serving.py generates random TensorProtos and JSON bodies;
     # parquet: python -m dmi_tf.predict --shard-format parquet (NumPy shards need nothing).
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"], "parquet": ["pyarrow>=14"]},
+    extras_require={"test": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100"],
+                    "parquet": ["pyarrow>=14"]},
 )

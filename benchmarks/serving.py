@@ -24,6 +24,7 @@ the model, and response decoding. Client and server share the machine's cores.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import io
@@ -89,25 +90,34 @@ def write_export(model_dir: str, model_name: str, num_items: int, index_kind: st
 
 
 class Server:
-    """``python -m serving.server`` in a child process, stopped with SIGTERM."""
+    """``python -m serving.server`` in a child process, stopped with SIGTERM.
 
-    def __init__(self, model_dir: str, batching: list[str]):
+    ``flags`` are added to (and, given again, override) the defaults; with
+    ``--rest_api_port`` the REST port is read too. ``log`` keeps the last lines
+    of its log.
+    """
+
+    def __init__(self, model_dir: str, flags: list[str]):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving.server", "--port", "0", "--model_name", "dmi",
              "--model_base_path", model_dir, "--log_interval_seconds", "0",
-             "--file_system_poll_wait_seconds", "0", *batching],
+             "--file_system_poll_wait_seconds", "0", *flags],
             cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-        lines = []
+        self.log: collections.deque[str] = collections.deque(maxlen=2000)
+        self.port = self.rest_port = None
         for line in self.process.stderr:
-            lines.append(line)
+            self.log.append(line)
             if match := re.search(r"Running gRPC ModelServer at [\d.]+:(\d+)", line):
                 self.port = int(match.group(1))
+            if match := re.search(r"Exporting HTTP/REST API at:[\d.]+:(\d+)", line):
+                self.rest_port = int(match.group(1))
+            if self.port and (self.rest_port or "--rest_api_port" not in flags):
                 break
         else:
-            raise RuntimeError("server did not start:\n" + "".join(lines[-30:]))
+            raise RuntimeError("server did not start:\n" + "".join(list(self.log)[-30:]))
         # Keep reading its log so the pipe never fills up.
-        self._drain = threading.Thread(target=lambda: [None for _ in self.process.stderr],
+        self._drain = threading.Thread(target=lambda: self.log.extend(self.process.stderr),
                                        daemon=True)
         self._drain.start()
 

@@ -1,8 +1,9 @@
-"""Keras callbacks of a training run: model selection on validation, and fault tolerance.
+"""Keras callbacks of a training run: divergence, model selection on validation, fault tolerance.
 
-:class:`ValidationCallback` keeps the best weights by the selection metric in
-``checkpoints/``; :class:`BackupCallback` writes the whole training state to
-``backup/`` and :func:`restore_backup` reads it back when a run resumes.
+:class:`DivergenceGuard` stops a run whose loss or weights stopped being
+finite; :class:`ValidationCallback` keeps the best weights by the selection
+metric in ``checkpoints/``; :class:`BackupCallback` writes the whole training
+state to ``backup/`` and :func:`restore_backup` reads it back when a run resumes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,55 @@ from dmi_tf.io_utils import atomic_write_text
 from dmi_tf.optimizers import averaged_weights
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights stopped being finite; the run cannot be selected or resumed."""
+
+
+def non_finite_variables(variables) -> list[str]:
+    """The names of the floating-point variables holding a NaN or an infinity.
+
+    Each part of a sharded variable is checked where it lives (a parameter
+    server's shard is not copied over; only the answer is).
+    """
+    def finite(part) -> bool:
+        with tf.device(part.device):
+            return bool(tf.reduce_all(tf.math.is_finite(part)))
+
+    return [v.name for v in variables
+            if v.dtype.is_floating and not all(map(finite, getattr(v, "variables", [v])))]
+
+
+class DivergenceGuard(tf.keras.callbacks.Callback):
+    """Stops training, with an error naming the cause and the fix, once it diverged.
+
+    Checked at the end of every Keras epoch (``train.checkpoint_steps``), before
+    validation and the checkpoints run, so a diverged model is never selected as
+    the best nor written to ``backup/``: the epoch's mean loss (a NaN or infinite
+    batch makes it so) and every trainable weight must be finite. NaN scores would
+    otherwise rank items in catalogue order, which on real data comes close to
+    MostPopular and looks like a result. Per-batch checks would cost a device
+    sync a step; an epoch is the unit of what is kept anyway.
+    """
+
+    def __init__(self, checkpoint_steps: int, learning_rate: float):
+        super().__init__()
+        self.checkpoint_steps = checkpoint_steps
+        self.learning_rate = learning_rate
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = (epoch + 1) * self.checkpoint_steps
+        loss = float((logs or {}).get("loss", 0.0))
+        if math.isfinite(loss) and not (bad := non_finite_variables(
+                self.model.trainable_variables)):
+            return
+        what = f"the loss is {loss}" if not math.isfinite(loss) else (
+            f"weights are not finite ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+        raise TrainingDiverged(
+            f"training diverged by step {step:,}: {what}. The last finite best checkpoint (if "
+            "any) is kept and nothing non-finite was saved; lower train.learning_rate (it is "
+            f"{self.learning_rate:g}) and train again in a new --out.")
 
 
 class ValidationCallback(tf.keras.callbacks.Callback):
@@ -84,7 +134,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             metrics = self.evaluate_fn()
             # Multi-worker: every worker must take the same decision (saving is a collective).
             value = distribute.agree_on_mean(self.strategy, metrics[self.metric])
-            improved = value > self.best
+            improved = math.isfinite(value) and value > self.best
             if improved:
                 self.best, self.best_step, self.wait = value, step, 0
                 self.manager.save(checkpoint_number=step)
@@ -95,7 +145,11 @@ class ValidationCallback(tf.keras.callbacks.Callback):
                 tf.summary.scalar(f"valid/{name}", v)
         loss = (logs or {}).get("loss", float("nan"))
         self.history.append({"step": step, "loss": float(loss), **metrics})
-        log.info(f"step {step}: loss {loss:.4f}, valid {self.metric} {value:.4f}"
+        served = ""
+        if "served_interests" in metrics:  # model.choose_interests: what validation chose
+            served = (" serving all interests" if metrics["served_interests"] == 0
+                      else f" serving {metrics['served_interests']} interest(s)")
+        log.info(f"step {step}: loss {loss:.4f}, valid {self.metric} {value:.4f}{served}"
                  f"{' (best)' if improved else f' (best {self.best:.4f} at {self.best_step})'}"
                  f", {speed:,.0f} sequences/s")
         if self.stopped_early:

@@ -95,6 +95,10 @@ class ModelConfig:
     # Dropout on the history's item embeddings and inside the extractor
     # (attention weights, SASRec's blocks); training only.
     dropout: float = 0.0
+    # Interest 0 becomes an anchor trained on every target, and validation chooses
+    # whether the model serves it alone or all K interests (multi-interest models,
+    # K > 1): one setting for data that rewards one interest and data that rewards several.
+    choose_interests: bool = False
     # sasrec: causal self-attention blocks and heads (heads must divide d).
     transformer_layers: int = 2
     transformer_heads: int = 1
@@ -290,6 +294,14 @@ class Config:
              or 0 <= self.diffusion.infer_start <= self.diffusion.steps,
              "diffusion.infer_start", "must be null (steps // 4) or in [0, diffusion.steps]"),
             (0.0 <= self.model.dropout < 1.0, "model.dropout", "must be in [0, 1)"),
+            (not self.model.choose_interests
+             or (self.model.num_interests > 1
+                 and self.model.name in ("comirec_sa", "comirec_dr", "mind", "dmi")),
+             "model.choose_interests", "needs a multi-interest model (comirec_sa, comirec_dr, "
+             "mind or dmi) with model.num_interests > 1"),
+            (not self.model.choose_interests or self.model.name != "dmi"
+             or self.diffusion.backbone_loss_weight > 0, "model.choose_interests",
+             "needs diffusion.backbone_loss_weight > 0 for dmi (that loss trains the anchor)"),
             (0.0 <= self.diffusion.dropout < 1.0, "diffusion.dropout", "must be in [0, 1)"),
             (self.model.transformer_layers >= 1, "model.transformer_layers", "must be >= 1"),
             (self.model.transformer_heads >= 1

@@ -1,4 +1,4 @@
-"""Evaluation over the full catalogue, as ``protocol.md`` defines it.
+"""Evaluation over the full catalogue, as ``docs/protocol.md`` defines it.
 
 Each user's interests retrieve through :func:`dmi_tf.retrieval.retrieve` (the
 same per-interest top-N and merge that the export serves), or through ComiRec's
@@ -57,6 +57,32 @@ def evaluate(model, dataset: tf.data.Dataset, cutoffs=(20, 50), block_size: int 
         accumulator.update(per_user)
         users += int(next(iter(per_user.values())).shape[0])
     return {**accumulator.result(), "users": users}
+
+
+def evaluate_choosing_interests(model, evaluate_fn, metric: str) -> dict:
+    """Validation that also chooses how many interests ``model`` serves.
+
+    For a model with ``interest_choices()`` (``model.choose_interests``), every
+    choice is evaluated and the best by ``metric`` is kept in the model (ties keep
+    the earlier choice, all K); other models are evaluated once.
+
+    Args:
+      evaluate_fn: ``() -> metrics`` of the model as it is.
+
+    Returns:
+      The metrics of the chosen setting, with ``served_interests`` (0 = all K) for
+      a model that chooses.
+    """
+    choices = model.interest_choices() if hasattr(model, "interest_choices") else ()
+    if not choices:
+        return evaluate_fn()
+    results = {}
+    for count in choices:
+        model.use_interests(count)
+        results[count] = evaluate_fn()
+    best = max(choices, key=lambda count: results[count][metric])
+    model.use_interests(best)
+    return {**results[best], "served_interests": best}
 
 
 def evaluate_per_user(model, dataset: tf.data.Dataset, cutoffs=(20, 50),

@@ -9,9 +9,37 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
+
+
+def _create_unique(folder: str, prefix: str, suffix: str, create):
+    for _ in range(100):
+        path = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            return create(path), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", os.path.join(folder, prefix))
+
+
+def new_file(folder: str, prefix: str, suffix: str = "") -> tuple[int, str]:
+    """Creates a new file with a random name in ``folder``; returns ``(fd, path)``.
+
+    Unlike ``tempfile.mkstemp`` (mode 0600) the file gets the permissions
+    ``open`` gives any new file (0666 less the umask): what is written here is
+    published under its final name for other processes, e.g. a TF-Serving
+    container running as another user, to read.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    return _create_unique(folder, prefix, suffix, lambda path: os.open(path, flags, 0o666))
+
+
+def new_directory(folder: str, prefix: str) -> str:
+    """Creates a new folder with a random name in ``folder`` (0777 less the umask, unlike
+    ``tempfile.mkdtemp``'s 0700; see ``new_file``); returns its path."""
+    return _create_unique(folder, prefix, "", lambda path: os.mkdir(path, 0o777))[1]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -19,7 +47,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = new_file(folder, f".{os.path.basename(path)}.", ".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
@@ -37,8 +65,8 @@ def published_directory(final: str | os.PathLike, prefix: str) -> Iterator[str]:
     """Yields a new hidden directory beside ``final``; publishes it as ``final`` in one rename.
 
     The directory (``prefix`` + a random suffix, in ``final``'s folder) gets
-    the permissions the umask gives, so a reader running as another user can
-    read it. When the block ends without an error its files are synced to disk
+    the permissions the umask gives (``new_directory``), so a reader running
+    as another user can read it. When the block ends without an error its files are synced to disk
     and it is renamed to ``final``; on any error, Ctrl-C included, it is
     removed. A process killed meanwhile can leave only the hidden directory.
 
@@ -48,9 +76,8 @@ def published_directory(final: str | os.PathLike, prefix: str) -> Iterator[str]:
     """
     final = os.fspath(final)
     folder = os.path.dirname(final) or "."
-    tmp = tempfile.mkdtemp(prefix=prefix, dir=folder)
+    tmp = new_directory(folder, prefix)
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
         yield tmp
         _fsync_tree(tmp)
         if os.path.exists(final):
@@ -61,12 +88,6 @@ def published_directory(final: str | os.PathLike, prefix: str) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_tree(root: str) -> None:

@@ -13,6 +13,7 @@ import os
 import tensorflow as tf
 
 from dmi_tf import config as config_lib
+from dmi_tf.callbacks import non_finite_variables
 from dmi_tf.data.loading import load_data
 from dmi_tf.data.vocabulary import read_vocabulary
 from dmi_tf.errors import UserError
@@ -49,7 +50,7 @@ def read_run(run_dir: str, overrides: list[str] | tuple = ()) -> tuple[config_li
     """A run directory's config and vocabulary, without its data or weights.
 
     Raises:
-      UserError: ``config.yaml`` or ``vocabulary.txt`` is missing.
+      UserError: ``config.yaml`` or ``vocabulary.txt`` is missing or unreadable.
     """
     config_path = os.path.join(run_dir, "config.yaml")
     vocab_path = os.path.join(run_dir, "vocabulary.txt")
@@ -57,7 +58,11 @@ def read_run(run_dir: str, overrides: list[str] | tuple = ()) -> tuple[config_li
         if not os.path.isfile(path):
             raise UserError(f"{run_dir!r} is not a run directory: {os.path.basename(path)} is "
                             "missing; pass the --out directory of `python -m dmi_tf.train`.")
-    return config_lib.load(config_path, overrides), read_vocabulary(vocab_path)
+    try:
+        return config_lib.load(config_path, overrides), read_vocabulary(vocab_path)
+    except (OSError, UnicodeDecodeError) as e:  # the user's files, not a bug
+        raise UserError(f"cannot read the run {run_dir!r}: {e}; check its files' permissions "
+                        "and that they are the ones python -m dmi_tf.train wrote.") from None
 
 
 def restore_model(run_dir: str, config: config_lib.Config, num_items: int, train):
@@ -71,7 +76,8 @@ def restore_model(run_dir: str, config: config_lib.Config, num_items: int, train
       ``(model, checkpoint path or None for models without weights)``.
 
     Raises:
-      UserError: a trained model without a checkpoint.
+      UserError: a trained model without a checkpoint, or with one that does not restore
+        or holds non-finite weights.
     """
     model = build_model(config, num_items, train)
     if not isinstance(model, tf.keras.Model):
@@ -82,7 +88,16 @@ def restore_model(run_dir: str, config: config_lib.Config, num_items: int, train
                         "not reach its first validation; train longer or pick another run.")
     # Build the variables, then restore; the loss's state is not needed to serve.
     model.interests(tf.zeros([1, config.data.max_length], tf.int32))
-    tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
+    try:
+        tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
+    except (tf.errors.OpError, ValueError) as e:
+        raise UserError(f"cannot restore {checkpoint_path}: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0]}; the checkpoint is unreadable, "
+                        "truncated or from another model.") from None
+    # Training refuses to keep non-finite weights; a checkpoint holding them is not a model.
+    if bad := non_finite_variables(model.variables):
+        raise UserError(f"{checkpoint_path} holds non-finite weights ({', '.join(bad[:3])}): "
+                        "the run diverged. Train again with a lower train.learning_rate.")
     return model, checkpoint_path
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import errno
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from dmi_tf.console import list_devices_quietly, log_to_stdout
 from dmi_tf.data.loading import load_data
 from dmi_tf.data.pipeline import evaluation_dataset
 from dmi_tf.errors import UserError
-from dmi_tf.evaluate import evaluate
+from dmi_tf.evaluate import evaluate, evaluate_choosing_interests
 from dmi_tf.io_utils import atomic_write_text
 from dmi_tf.models import build_model
 from dmi_tf.training import fit
@@ -102,6 +103,16 @@ def prepare_run_dir(path: str | None, config: config_lib.Config, resume: bool = 
         path = os.path.join("runs", f"{config.model.name}-{stamp}")
     if os.path.isfile(path):
         raise UserError(f"--out {path!r} is a file; give a directory for the run.")
+    try:
+        return _prepare_run_dir(path, config, resume, role)
+    except OSError as e:  # unwritable, below a file, unreadable: the user's path, not a bug
+        raise UserError(f"cannot use --out {path!r}: {e.strerror or e}"
+                        f"{f' ({e.filename})' if e.filename else ''}; choose a directory you "
+                        "can write.") from None
+
+
+def _prepare_run_dir(path: str, config: config_lib.Config, resume: bool,
+                     role: distribute.Role) -> str:
     out = distribute.output_dir(path, role)
     # The chief may find the other workers' folder already there.
     entries = set(os.listdir(out)) - {"workers"} if os.path.isdir(out) else set()
@@ -123,6 +134,8 @@ def prepare_run_dir(path: str | None, config: config_lib.Config, resume: bool = 
                 f"({'; '.join(differences[:3])}); give the same config to resume it, or "
                 "choose a new --out.")
     os.makedirs(out, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), out)
     return path
 
 
@@ -189,11 +202,15 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
             log.info(describe_warm_start(started))
         if isinstance(model, tf.keras.Model):
             results.update(fit(model, config, dataset, out_dir,
-                               lambda: evaluate_on(model, valid), verbose,
-                               strategy=strategy, role=role, resume=resume))
-        # The test split is read once, with the selected weights.
+                               lambda: evaluate_choosing_interests(
+                                   model, lambda: evaluate_on(model, valid),
+                                   config.eval.selection_metric),
+                               verbose, strategy=strategy, role=role, resume=resume))
+        # The test split is read once, with the selected weights (and interest choice).
         results["valid"] = evaluate_on(model, valid)
         results["test"] = evaluate_on(model, test)
+        if getattr(model, "served_interests", None) is not None:
+            results["served_interests"] = int(model.served_interests.numpy())
     atomic_write_text(os.path.join(out_dir, "metrics.json"), json.dumps(results, indent=2) + "\n")
     # Finished: the fault-tolerance state is no longer needed (metrics.json marks the end).
     shutil.rmtree(os.path.join(out_dir, "backup"), ignore_errors=True)
@@ -227,6 +244,7 @@ def main(argv=None) -> int:
     log_to_stdout()
     args = parse_args(argv)
     list_devices_quietly()
+    run_dir = None
     try:
         config = resolve_config(args)
         role = distribute.cluster_role(config.distribute)
@@ -240,6 +258,12 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C is how a run is paused: one line saying how it continues, not a traceback.
+        print("\ninterrupted: " + (
+            f"the same command (--out {run_dir}) resumes the run from its last checkpoint"
+            if run_dir else "no run was started"), file=sys.stderr)
+        return 130
     print()
     print(format_table(results, config.eval.cutoffs))
     # Only a trained model has a checkpoint (fit reports the step it selected).

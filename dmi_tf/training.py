@@ -13,7 +13,7 @@ import tensorflow as tf
 from dmi_tf import config as config_lib
 from dmi_tf import distribute
 from dmi_tf.budget import training_budget
-from dmi_tf.callbacks import BackupCallback, ValidationCallback, restore_backup
+from dmi_tf.callbacks import BackupCallback, DivergenceGuard, ValidationCallback, restore_backup
 from dmi_tf.data.pipeline import training_dataset
 from dmi_tf.optimizers import compile_for_training
 
@@ -104,9 +104,11 @@ def fit(model: tf.keras.Model, config: config_lib.Config, dataset, run_dir: str,
         backup = BackupCallback(backup_dir, state, checkpoint_steps, lambda: {
             "validation": callback.state(),
             "train_seconds": round(spent + time.perf_counter() - t0, 1)})
+        # The guard runs first: nothing non-finite is validated, selected or backed up.
+        guard = DivergenceGuard(checkpoint_steps, tc.learning_rate)
         model.fit(train, epochs=epochs, initial_epoch=step // checkpoint_steps,
                   steps_per_epoch=checkpoint_steps,
-                  callbacks=[*callbacks, callback, backup, tf.keras.callbacks.TensorBoard(
+                  callbacks=[guard, *callbacks, callback, backup, tf.keras.callbacks.TensorBoard(
                       log_dir, update_freq=_tensorboard_frequency(strategy, budget.steps_per_eval),
                       profile_batch=0)],
                   verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)

@@ -47,10 +47,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="ScaNN candidates re-scored exactly (default max(10k, 200); 0 = off)")
     parser.add_argument("--scann-dims-per-block", type=int, default=2,
                         help="ScaNN quantization: dimensions per hashing block (default 2)")
-    parser.add_argument("--max-batch-size", type=int, default=128,
-                        help="batching_parameters.txt max_batch_size (default 128)")
-    parser.add_argument("--batch-timeout-micros", type=int, default=1000,
-                        help="batching_parameters.txt batch_timeout_micros (default 1000)")
+    defaults = ServingOptions()
+    parser.add_argument("--max-batch-size", type=int,
+                        help="batching_parameters.txt max_batch_size (default "
+                             f"{defaults.max_batch_size}); given, it replaces an existing file")
+    parser.add_argument("--batch-timeout-micros", type=int,
+                        help="batching_parameters.txt batch_timeout_micros (default "
+                             f"{defaults.batch_timeout_micros}); given, it replaces an existing "
+                             "file")
     parser.add_argument("--base-path-prefix", default="/models",
                         help="MODEL_BASE as the server sees it, for models.config "
                              "(default /models)")
@@ -66,14 +70,21 @@ def main(argv=None) -> int:
             dimensions_per_block=args.scann_dims_per_block)
         index = IndexConfig(kind=args.index, block_size=args.block_size,
                             layout=args.index_layout, scann=scann)
+        given = {key: value for key, value in (("max_batch_size", args.max_batch_size),
+                                                ("batch_timeout_micros", args.batch_timeout_micros))
+                 if value is not None}
+        # A batching_parameters.txt already in --out may be hand-tuned: replaced only on request.
         serving = ServingOptions(base_path_prefix=args.base_path_prefix,
-                                 max_batch_size=args.max_batch_size,
-                                 batch_timeout_micros=args.batch_timeout_micros)
+                                 replace_batching=bool(given), **given)
         export_run(args.run, args.out, name=args.name, index_config=index, version=args.version,
                    k=args.k, serving=serving)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was published (the hidden temporary version directory "
+              "was removed)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import re
@@ -50,7 +51,7 @@ from dmi_tf.retrieval import retrieve
 from dmi_tf.runs import load_run
 from dmi_tf.warm_start import read_record
 from export import gpu_check, tf_serving
-from export.serving_module import ServingModule
+from export.serving_module import ServingModule, decode_ids, encode_ids
 from serving import contract
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -74,6 +75,9 @@ class ServingOptions:
     batch_timeout_micros: int = 1000
     num_batch_threads: int = 4
     max_enqueued_batches: int = 100
+    # An existing batching_parameters.txt may be hand-tuned: it is kept unless this is set
+    # (the command line sets it when --max-batch-size or --batch-timeout-micros is given).
+    replace_batching: bool = False
 
 
 @dataclasses.dataclass
@@ -196,6 +200,22 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
     if os.path.exists(final):
         raise UserError(f"{final} already exists; TF-Serving versions are immutable. Pass a new "
                         f"--version (newest is {existing[-1] if existing else 'none'}) or omit it.")
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        if not os.access(model_dir, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), model_dir)
+    except OSError as e:  # unwritable, below a file: the user's path, not a bug
+        raise UserError(f"cannot write to --out {model_base!r}: {e.strerror or e}"
+                        f"{f' ({e.filename})' if e.filename else ''}; choose a directory you "
+                        "can write.") from None
+    # What is written beside the version is checked before it is published: a failure after
+    # publishing would leave the version out and the command saying it failed.
+    config_path = os.path.join(model_base, "models.config")
+    tf_serving.read_models_config(config_path)
+    batching_path = os.path.join(model_base, tf_serving.BATCHING_FILE)
+    batching_text = tf_serving.batching_parameters_text(
+        serving.max_batch_size, serving.batch_timeout_micros, serving.num_batch_threads,
+        serving.max_enqueued_batches)
 
     _log(f"exporting {run_dir} ({run.config.model.name}, {num_items - 1:,} items, d={dim}, "
          f"K={probe.shape[1]}, L={length}) as {name} version {version}, top-{k} by "
@@ -207,7 +227,6 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
     if index.op_namespaces:
         _log("warning: " + SCANN_CAVEAT)
 
-    os.makedirs(model_dir, exist_ok=True)
     remove_abandoned_partials(model_dir)
     try:
         with published_directory(final, prefix=f".{version}{_partial_tag()}") as tmp:
@@ -220,14 +239,19 @@ def export_run(run_dir: str, model_base: str, name: str | None = None,
                         "pass a new --version.") from None
     result.path = final
 
-    config_path = os.path.join(model_base, "models.config")
-    tf_serving.update_models_config(config_path, name,
-                                    f"{serving.base_path_prefix.rstrip('/')}/{name}")
-    atomic_write_text(os.path.join(model_base, "batching_parameters.txt"),
-                      tf_serving.batching_parameters_text(
-                          serving.max_batch_size, serving.batch_timeout_micros,
-                          serving.num_batch_threads, serving.max_enqueued_batches))
-    _log(f"published {final}; wrote {config_path} and batching_parameters.txt")
+    try:
+        tf_serving.update_models_config(config_path, name,
+                                        f"{serving.base_path_prefix.rstrip('/')}/{name}")
+    except (UserError, OSError) as e:  # changed or unwritable since it was checked
+        raise UserError(f"{final} is published, but {config_path} was not updated ({e}); add "
+                        f"model {name!r} to it by hand.") from None
+    if serving.replace_batching or not os.path.exists(batching_path):
+        atomic_write_text(batching_path, batching_text)
+        _log(f"published {final}; wrote {config_path} and {tf_serving.BATCHING_FILE}")
+    else:
+        _log(f"published {final}; wrote {config_path}; kept the existing "
+             f"{tf_serving.BATCHING_FILE} (pass --max-batch-size or --batch-timeout-micros to "
+             "replace it)")
     return result
 
 
@@ -322,9 +346,16 @@ def _check_parity(loaded, model, index, table, histories, strings, vocabulary, k
     Its ids and scores must be the model's retrieval, and its ``known_ids`` each
     history's count of ids.
     """
-    out = loaded.signatures[contract.TOPK](**{contract.HISTORY: tf.constant(strings.astype(bytes))})
-    got_ids = out[contract.ITEM_IDS].numpy().astype(str)
+    out = loaded.signatures[contract.TOPK](**{contract.HISTORY: tf.constant(encode_ids(strings))})
+    got_ids = decode_ids(out[contract.ITEM_IDS].numpy()).astype(str)
     got_scores = out[contract.SCORES].numpy()
+    # -inf marks an empty slot and nothing else; NaN or +inf is never a score.
+    if not np.all(np.isfinite(got_scores) | ((got_scores == -np.inf) & (got_ids == ""))):
+        bad = got_scores[~np.isfinite(got_scores)][:4].tolist()
+        raise tf_serving.ExportError(
+            f"the exported topk signature returns non-finite scores ({bad}...) on validation "
+            "histories; nothing was published. The model's weights or its item table hold "
+            "values no score can come from: train again (a lower train.learning_rate).")
     # The validation histories hold known ids and 0 (padding, "" on the wire) only.
     want_known = np.count_nonzero(histories, axis=1)
     if not np.array_equal(out[contract.KNOWN_IDS].numpy(), want_known):

@@ -25,11 +25,33 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 import tensorflow as tf
 
 from dmi_tf import answers, raw_ids
 from dmi_tf.index import TopKIndex
 from serving import contract
+
+
+def encode_ids(ids) -> np.ndarray:
+    """Raw ids (str, any shape) as the object array of bytes a request carries.
+
+    The one way ids become bytes in the export (``contract.encode_id``), as the
+    clients send them and the vocabulary asset holds them. NumPy's
+    ``astype(bytes)`` would encode as ASCII and fail on any other id.
+    """
+    array = np.asarray(ids, dtype=object)
+    out = np.empty(array.shape, dtype=object)
+    out.ravel()[:] = [contract.encode_id(i) for i in array.ravel()]
+    return out
+
+
+def decode_ids(raw) -> np.ndarray:
+    """The inverse of ``encode_ids``: bytes a signature returned -> str, any shape."""
+    array = np.asarray(raw, dtype=object)
+    out = np.empty(array.shape, dtype=object)
+    out.ravel()[:] = [contract.decode_id(b) for b in array.ravel()]
+    return out
 
 
 class ServingModule(tf.Module):

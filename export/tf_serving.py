@@ -27,6 +27,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from dmi_tf.errors import UserError
 from dmi_tf.io_utils import atomic_write_text
+from export.serving_module import encode_ids
 from serving import contract
 
 #: BatchingParameters fields (session_bundle_config.proto): name -> wrapper or repeated/bool.
@@ -71,17 +72,33 @@ def update_models_config(path: str, name: str, base_path: str) -> str:
         return _update_models_config(path, name, base_path)
 
 
-def _update_models_config(path: str, name: str, base_path: str) -> str:
+def read_models_config(path: str) -> model_server_config_pb2.ModelServerConfig:
+    """The ModelServerConfig at ``path`` (empty when there is none).
+
+    The export calls it before it publishes anything: a file it could not
+    update afterwards must stop the export while nothing is out yet.
+
+    Raises:
+      UserError: the file cannot be read, is not a ModelServerConfig text proto,
+        or holds a ``custom_model_config`` (only ``model_config_list`` is updated).
+    """
     config = model_server_config_pb2.ModelServerConfig()
-    if os.path.exists(path):
-        try:
-            text_format.Parse(open(path, encoding="utf-8").read(), config)
-        except text_format.ParseError as e:
-            raise UserError(f"{path} is not a ModelServerConfig text proto ({e}); fix or remove "
-                            "it and export again.") from None
-        if config.WhichOneof("config") == "custom_model_config":
-            raise UserError(f"{path} holds a custom_model_config; only model_config_list "
-                            "configs can be updated. Remove it and export again.")
+    if not os.path.exists(path):
+        return config
+    try:
+        with open(path, encoding="utf-8") as f:
+            text_format.Parse(f.read(), config)
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as e:
+        raise UserError(f"{path} is not a readable ModelServerConfig text proto ({e}); fix or "
+                        "remove it and export again.") from None
+    if config.WhichOneof("config") == "custom_model_config":
+        raise UserError(f"{path} holds a custom_model_config; only model_config_list "
+                        "configs can be updated. Remove it and export again.")
+    return config
+
+
+def _update_models_config(path: str, name: str, base_path: str) -> str:
+    config = read_models_config(path)
     models = config.model_config_list.config
     kept = [m for m in models if m.name != name]
     del models[:]
@@ -97,6 +114,9 @@ def _update_models_config(path: str, name: str, base_path: str) -> str:
 
 
 # --- batching_parameters.txt --------------------------------------------------------------
+
+#: In MODEL_BASE, beside models.config (TF-Serving's --batching_parameters_file).
+BATCHING_FILE = "batching_parameters.txt"
 
 
 def allowed_batch_sizes(max_batch_size: int) -> list[int]:
@@ -172,7 +192,7 @@ def warmup_records(model_name: str, histories: np.ndarray, batch_sizes: list[int
             request.model_spec.name = model_name
             request.model_spec.signature_name = signature
             request.inputs[contract.HISTORY].CopyFrom(
-                tf.make_tensor_proto(rows.astype(bytes), dtype=tf.string))
+                tf.make_tensor_proto(encode_ids(rows), dtype=tf.string))
             records.append(prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)))
     return records

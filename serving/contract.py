@@ -47,6 +47,24 @@ OUTPUTS = {
     EXPLAIN: (ITEMS, WEIGHTS),
 }
 
+# --- raw item ids -----------------------------------------------------------------------
+
+#: Raw item ids are text and a TF-Serving string is bytes: wherever an id becomes bytes
+#: (requests, warm-up records, the vocabulary asset the signatures look ids up in) it is
+#: this encoding, so any id a dataset holds is found again.
+ID_ENCODING = "utf-8"
+
+
+def encode_id(item_id: str | bytes) -> bytes:
+    """A raw item id as it travels (bytes are taken as already encoded)."""
+    return item_id if isinstance(item_id, bytes) else item_id.encode(ID_ENCODING)
+
+
+def decode_id(raw: bytes, errors: str = "strict") -> str:
+    """A raw item id from the bytes a signature returned."""
+    return raw.decode(ID_ENCODING, errors)
+
+
 # --- files inside a version directory ---------------------------------------------------
 
 ASSETS_EXTRA = "assets.extra"

@@ -260,3 +260,25 @@ def test_predict_throughput_histories_are_csv_lines_of_known_and_unknown_ids(tmp
     assert len(lines) == 20 and lines[1].startswith("u1,")
     items = [i for line in lines for i in line.split(",")[1:]]
     assert len(items) == ids and set(items) == {"a", "b", "c", "not-an-item"}
+
+
+def test_soak_report_counts_failures_and_rss_growth():
+    # The soak itself runs ten minutes (benchmarks/soak.py, not run by CI); its summary is
+    # checked here on a made-up result.
+    soak = load_script("soak")
+    assert soak.rss_mb(os.getpid()) > 0
+    result = {
+        "seconds": 600.0, "items": 20_000, "model": "comirec_sa", "k": 50, "K": 4, "d": 64,
+        "L": 20, "good": {"good gRPC topk": 1200, "good REST topk": 300}, "failed_good": 0,
+        "bad": {"bad unknown model": 40}, "wrong_bad": 1, "slow_connections": 220,
+        "versions": {1: 700, 2: 500}, "swap_at": 300.2, "swapped": True,
+        "rss_mb": {"idle": 590.0, "start": 700.0, "end": 721.0, "max": 730.0},
+        "rss_growth": 0.03, "failures": ["bad unknown model: HTTP 500"],
+    }
+    text = soak.report(result)
+    assert "| **good requests failed** | **0** |" in text
+    assert "| **bad requests with another status** | **1** |" in text
+    assert "| gRPC answers by version | v1: 700, v2: 500 |" in text
+    assert "700 MB after 60 s of load (the start), 721 MB at the end (max 730): growth +3.0%" \
+        in text
+    assert text.endswith("- `bad unknown model: HTTP 500`")

@@ -61,15 +61,24 @@ def quiet_export(*args, **kwargs):
     return result, log.getvalue()
 
 
-@pytest.fixture(scope="session")
-def runs(tmp_path_factory):
-    out = {}
-    for model in ("dmi", "comirec_sa", "youtube_dnn", "most_popular"):
-        run_dir = str(tmp_path_factory.mktemp(f"run_{model}"))
+class _Runs(dict):
+    """Tiny trained runs by model name, each trained when a test first asks for it."""
+
+    def __init__(self, tmp_path_factory):
+        super().__init__()
+        self._tmp = tmp_path_factory
+
+    def __missing__(self, model):
+        run_dir = str(self._tmp.mktemp(f"run_{model}"))
         with contextlib.redirect_stdout(io.StringIO()):
             train_and_evaluate(tiny_config(model), run_dir, verbose=0)
-        out[model] = run_dir
-    return out
+        self[model] = run_dir
+        return run_dir
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    return _Runs(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -416,6 +425,28 @@ def test_versions_count_up_and_are_immutable(runs, tmp_path):
 
 
 @pytest.mark.slow
+def test_non_ascii_item_ids_are_exported_and_looked_up(runs, tmp_path):
+    # prepare and train take any UTF-8 id; the export encoded them as ASCII
+    # (UnicodeEncodeError while writing the warm-up records).
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["youtube_dnn"], run_dir)
+    vocabulary = (run_dir / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    names = ["", *(f"café-日本-{i}\u2028x" if i % 2 else f"Ünïcode-{i}"
+                   for i in range(1, len(vocabulary)))]
+    (run_dir / "vocabulary.txt").write_text("".join(n + "\n" for n in names), encoding="utf-8")
+    result, _ = quiet_export(str(run_dir), str(tmp_path / "base"), k=5)
+    loaded = tf.saved_model.load(result.path)
+    history = np.array([[contract.encode_id(n) for n in ("", names[1], names[2], "nope")]],
+                       dtype=object)
+    out = loaded.signatures[contract.TOPK](history=tf.constant(history))
+    assert out[contract.KNOWN_IDS].numpy().tolist() == [2]
+    returned = [contract.decode_id(b) for b in out[contract.ITEM_IDS].numpy()[0]]
+    assert set(returned) <= set(names[1:])
+    ids_file = os.path.join(result.path, contract.ASSETS_EXTRA, exporter.ITEM_IDS_FILE)
+    assert open(ids_file, encoding="utf-8").read().split("\n")[:-1] == names[1:]
+
+
+@pytest.mark.slow
 def test_rows_layout_stores_the_item_table_once(runs, tmp_path):
     # The default exact index scores a transposed copy of the table: it is stored
     # twice. With layout rows the index scores the model's own variable.
@@ -506,6 +537,71 @@ def test_cli_errors_name_the_cause(runs, tmp_path, capsys):
     assert code == 2 and "--k 100000" in capsys.readouterr().err
     assert not (tmp_path / "b" / "youtube_dnn").exists() or not exporter.versions(
         str(tmp_path / "b" / "youtube_dnn"))
+
+
+@pytest.mark.slow
+def test_hand_tuned_batching_is_kept_and_a_bad_models_config_stops_before_publishing(
+        runs, tmp_path, capsys):
+    base = tmp_path / "base"
+    base.mkdir()
+    tuned = "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 250 }\n"
+    (base / tf_serving.BATCHING_FILE).write_text(tuned)
+    assert export_cli.main(["--run", runs["youtube_dnn"], "--out", str(base), "--k", "10"]) == 0
+    assert "kept the existing batching_parameters.txt" in capsys.readouterr().out
+    assert (base / tf_serving.BATCHING_FILE).read_text() == tuned  # it used to be overwritten
+    # Asked for by flag, it is replaced.
+    assert export_cli.main(["--run", runs["youtube_dnn"], "--out", str(base), "--k", "10",
+                            "--max-batch-size", "64"]) == 0
+    assert "max_batch_size { value: 64 }" in (base / tf_serving.BATCHING_FILE).read_text()
+    # A models.config the export cannot update: exit 2 with nothing published (it used to
+    # publish the version, then fail).
+    (base / "models.config").write_text("model_config_list { config { name: ")
+    capsys.readouterr()
+    assert export_cli.main(["--run", runs["youtube_dnn"], "--out", str(base), "--k", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "models.config is not a readable" in err
+    assert exporter.versions(str(base / "youtube_dnn")) == [1, 2]
+    assert not [n for n in os.listdir(base / "youtube_dnn") if n.startswith(".")]
+
+
+@pytest.mark.slow
+def test_a_diverged_checkpoint_is_never_exported(runs, tmp_path, capsys):
+    # A NaN checkpoint passed the parity check (NaN == NaN in its tolerance test) and was
+    # published; served, every score was -3.4e38.
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["youtube_dnn"], run_dir)
+    run = load_run(str(run_dir))
+    for variable in run.model.trainable_variables:
+        variable.assign(tf.fill(variable.shape, np.float32("nan")))
+    tf.train.Checkpoint(model=run.model).write(run.checkpoint)
+    code = export_cli.main(["--run", str(run_dir), "--out", str(tmp_path / "base"), "--k", "10"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "holds non-finite weights" in err, err
+    assert "lower train.learning_rate" in err and len(err.splitlines()) == 1
+    assert exporter.versions(str(tmp_path / "base" / "youtube_dnn")) == []
+
+
+@pytest.mark.slow
+def test_unusable_out_and_unreadable_runs_are_one_error_line(runs, tmp_path, capsys):
+    # Tracebacks with exit 1 before.
+    (tmp_path / "file").write_text("")
+    cases = [(["--run", runs["youtube_dnn"], "--out", str(tmp_path / "file" / "base")],
+              "cannot write to --out"),
+             (["--run", runs["youtube_dnn"], "--out", "/sys/dmi-tf-test-base"],
+              "cannot write to --out '/sys/dmi-tf-test-base'")]
+    broken = tmp_path / "broken"
+    shutil.copytree(runs["youtube_dnn"], broken)
+    (broken / "vocabulary.txt").write_bytes(b"\n\xff\xfe\n")
+    cases.append((["--run", str(broken), "--out", str(tmp_path / "b")], "cannot read the run"))
+    truncated = tmp_path / "truncated"
+    shutil.copytree(runs["youtube_dnn"], truncated)
+    for index in (truncated / "checkpoints").glob("*.index"):
+        index.write_bytes(index.read_bytes()[:20])
+    cases.append((["--run", str(truncated), "--out", str(tmp_path / "b")], "cannot restore"))
+    for args, message in cases:
+        assert export_cli.main([*args, "--k", "10"]) == 2, message
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
 
 
 def test_parity_check_tolerates_only_near_tie_reordering():

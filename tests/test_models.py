@@ -104,7 +104,8 @@ def build(loss="sampled_softmax", **model_fields):
     from dmi_tf.config import from_dict
 
     config = from_dict({"model": {"embedding_dim": 8, **model_fields},
-                        "diffusion": {"dropout": model_fields.get("dropout", 0.0)},
+                        "diffusion": {"dropout": model_fields.get("dropout", 0.0),
+                                      "backbone_loss_weight": 1.0},
                         "loss": {"kind": loss}})
     tf.keras.utils.set_random_seed(0)
     return build_model(config, num_items=30, train=TRAIN)
@@ -161,3 +162,55 @@ def test_routing_regularisation_adds_lambda_times_the_summed_variance():
     model.routing_weight = 100.0
     b = model.compute_loss(features).numpy()
     np.testing.assert_allclose(b - a, extra, rtol=1e-4)
+
+
+def test_an_interest_not_served_is_a_copy_of_the_anchor():
+    model = build(name="comirec_sa", num_interests=3, choose_interests=True)
+    history = tf.constant([[1, 2, 3, 0], [4, 5, 6, 7]])
+    assert model.interest_choices() == (0, 1)
+    every = model.interests(history).numpy()
+    assert not np.allclose(every[:, 1], every[:, 0])
+    model.use_interests(1)
+    anchor_only = model.interests(history).numpy()
+    np.testing.assert_array_equal(anchor_only, np.repeat(every[:, :1], 3, axis=1))
+    weights = model.explain(history).numpy()
+    np.testing.assert_array_equal(weights[:, 2], weights[:, 0])
+    assert build(name="comirec_sa", num_interests=3).interest_choices() == ()
+
+
+def test_the_anchor_is_trained_on_every_target():
+    history = tf.constant([[1, 2, 3, 0], [4, 5, 6, 7]])
+    features = {"history": history, "target": tf.constant([6, 8])}
+    model = build(loss="full_softmax", name="comirec_sa", num_interests=3, choose_interests=True)
+    interests = model._scored(model._extract(history)[2])
+    targets = model._items(features["target"])
+    plain = model._retrieval_loss(model.readout(interests, targets), targets, features)
+    anchor = model._retrieval_loss(interests[:, 0], targets, features)
+    np.testing.assert_allclose(model.compute_loss(features).numpy(), (plain + anchor).numpy(),
+                               rtol=1e-5)
+
+
+def test_validation_keeps_the_better_interest_choice():
+    from dmi_tf.evaluate import evaluate_choosing_interests
+
+    model = build(name="dmi", num_interests=2, choose_interests=True)
+    # Pretend serving the anchor alone validates better, then that all K do.
+    for scores, kept in (({0: 0.1, 1: 0.2}, 1), ({0: 0.3, 1: 0.2}, 0), ({0: 0.2, 1: 0.2}, 0)):
+        metrics = evaluate_choosing_interests(
+            model, lambda s=scores: {"recall@50": s[int(model.served_interests.numpy())]},
+            "recall@50")
+        assert metrics == {"recall@50": scores[kept], "served_interests": kept}
+        assert int(model.served_interests.numpy()) == kept
+    plain = build(name="comirec_sa", num_interests=2)
+    assert evaluate_choosing_interests(plain, lambda: {"recall@50": 0.5}, "recall@50") == {
+        "recall@50": 0.5}
+
+
+def test_choosing_interests_needs_several_of_them():
+    from dmi_tf.config import from_dict
+    from dmi_tf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="choose_interests"):
+        from_dict({"model": {"name": "comirec_sa", "num_interests": 1, "choose_interests": True}})
+    with pytest.raises(ConfigError, match="backbone_loss_weight"):
+        from_dict({"model": {"name": "dmi", "num_interests": 4, "choose_interests": True}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -260,8 +261,9 @@ def test_write_rejects_comma_in_raw_id(tmp_path):
 
 
 def test_write_crash_leaves_no_half_written_file(tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    write_dataset(prepare(make_log(HAND_LOG)), out)
+    out = tmp_path / "out"  # a folder of other files: the splits are moved in one by one
+    out.mkdir()
+    (out / "notes.md").write_text("where the log came from\n")
     before = {f: (out / f).read_bytes() for f in os.listdir(out)}
     real = splits_module._write_lines
     calls = []
@@ -307,16 +309,29 @@ def test_load_comirec_three_column_files(tmp_path):
 
 def test_load_plain_names_with_item_map_and_stable_positions(tmp_path):
     write_files(tmp_path / "d", {
-        "train.txt": "0,2,1,10\n0,1,0,5\n0,4,1,10\n1,3,0,7\n",  # two lines at position 1
+        "train.txt": "0,2,1,10\n0,1,0,5\n0,4,1,10\n1,2,0,7\n",  # two lines at position 1
         "valid.txt": "2,1,0,1\n",
         "test.txt": "\n3,2,0,1.5\n\n",
-        "item_map.txt": "B01,1\nB,02,2\n",  # index 3 and 4 absent; a comma in a raw id is read
+        "item_map.txt": "B01,1\nB,02,2\nC,4\n",  # index 3 unused; a comma in a raw id is read
     })
     dataset = load_dataset(tmp_path / "d")
     assert dataset.train.sequence(0).tolist() == [1, 2, 4]
     assert dataset.train.timestamps.tolist() == [5.0, 10.0, 10.0, 7.0]
     assert dataset.test.timestamps.tolist() == [1.5]
-    assert dataset.vocabulary == ["", "B01", "B,02", "3", "4"]
+    assert dataset.vocabulary == ["", "B01", "B,02", "3", "C"]
+
+
+def test_load_refuses_split_items_the_item_map_lacks(tmp_path):
+    # One stray index grew the catalogue to 9,999 items of invented raw ids (test recall 0),
+    # found only at export.
+    write_files(tmp_path / "d", {
+        "train.txt": "0,1,0\n0,2,1\n", "valid.txt": "5,1,0\n",
+        "test.txt": "6,2,0\n6,9999,1\n6,1,2\n", "item_map.txt": "a,1\nb,2\n",
+    })
+    path = str(tmp_path / "d" / "test.txt")
+    with pytest.raises(DataError, match=rf"{re.escape(path)}:2: item id 9999 is not in .*"
+                                        r"item_map\.txt \(2 items, ids 1\.\.2.*prepare it again"):
+        load_dataset(tmp_path / "d")
 
 
 def test_load_missing_folder(tmp_path):
@@ -418,6 +433,26 @@ def test_cli_writes_byte_identical_files_twice(tmp_path):
                         for f in sorted(os.listdir(tmp_path / out))})
     assert outputs[0] == outputs[1]
     assert load_dataset(tmp_path / "a").vocabulary == HAND_VOCABULARY
+
+
+def test_cli_refuses_an_out_that_holds_another_data_set(tmp_path, capsys):
+    # It replaced the split files and kept the old data set's item_cate.txt, which training
+    # then read with the new items.
+    (tmp_path / "hand.inter").write_text(HAND_INTER)
+    out = tmp_path / "out"
+    args = ["--input", str(tmp_path / "hand.inter"), "--format", "recbole", "--out", str(out)]
+    assert main(args) == 0
+    (out / "item_cate.txt").write_text("1,0\n2,1\n")
+    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    assert main(args) == 0  # the same data set again: nothing changes, item_cate.txt stays
+    other = tmp_path / "other.inter"
+    other.write_text(HAND_INTER.replace("pop", "pip"))
+    assert main(["--input", str(other), "--format", "recbole", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out} already holds another data set (item_cate.txt, "
+                          "item_map.txt, test.txt, train.txt, valid.txt)")
+    assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
+    assert sorted(os.listdir(tmp_path)) == ["hand.inter", "other.inter", "out"]
 
 
 def test_cli_summary(tmp_path, capsys):

@@ -88,6 +88,32 @@ def test_sigkilled_run_resumes_where_it_was_and_matches_an_uninterrupted_run(tmp
     assert not os.path.exists(os.path.join(run_dir, "backup"))
 
 
+@pytest.mark.slow
+def test_ctrl_c_prints_how_to_resume_and_the_run_resumes(tmp_path):
+    # Ctrl-C printed a 42-line traceback (the resume itself was exact).
+    run_dir = str(tmp_path / "run")
+    process = subprocess.Popen([sys.executable, "-m", "dmi_tf.train", "--out", run_dir, *ARGS],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+    try:
+        backup = os.path.join(run_dir, "backup")
+        deadline = time.monotonic() + TIMEOUT
+        while tf.train.latest_checkpoint(backup) is None and process.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: the same command (--out {run_dir}) resumes the run from its last "
+        "checkpoint")
+    assert train.main(["--out", run_dir, *ARGS]) == 0
+
+
 # --- what a run directory may hold -------------------------------------------------------
 
 def config_of(*overrides):

@@ -360,6 +360,112 @@ def test_rest_api_formats_and_errors(server):
     assert status == 400 and "instances" in body["error"]
 
 
+def raw_http(port, data, timeout=30):
+    """Sends raw bytes to an HTTP port; returns (status code, body) of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                break
+    return int(answer.split(b" ", 2)[1]), answer.partition(b"\r\n\r\n")[2]
+
+
+def raw_post(port, body, path="/v1/models/dmi:predict", timeout=30):
+    body = body.encode() if isinstance(body, str) else body
+    return raw_http(port, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n"
+                    + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
+                    timeout)
+
+
+@pytest.mark.parametrize("body", [
+    "[null]", '{"instances": [[null]]}', '{"instances": null}',
+    '{"instances": ' + "[" * 100_000 + "]" * 100_000 + "}",  # deeper than any tensor
+    "[" * 100_000,
+    '{"instances": [[{"b64": 1}]]}', '{"instances": [[{"b64": "!!"}]]}',  # not base64
+    '{"instances": [[18446744073709551616]]}',  # no int64 holds it
+    '{"instances": [["\\ud800"]]}',  # a lone surrogate: not Unicode
+    b'{"instances": [["\xff"]]}',  # not UTF-8
+])
+def test_rest_client_errors_are_400(server, stub, body):
+    status, answer = raw_post(server.rest_port, body)
+    assert status == 400, answer
+    assert json.loads(answer)["error"]
+    assert_alive(stub)
+
+
+def test_rest_malformed_http_is_4xx(server, stub):
+    port = server.rest_port
+    head = b"POST /v1/models/dmi:predict HTTP/1.1\r\nHost: t\r\n"
+    assert raw_http(port, head + b"Content-Length: abc\r\n\r\n{}")[0] == 400
+    assert raw_http(port, head + b"Content-Length: -1\r\n\r\n{}")[0] == 400
+    status, answer = raw_http(port, b"GET /v1/models/dmi/versions/99999999999999999999 "
+                              b"HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert status == 400 and b"Failed to convert version" in answer
+    status, answer = raw_http(port, b"PUT /v1/models/dmi:predict HTTP/1.1\r\nHost: t\r\n"
+                              b"Content-Length: 0\r\n\r\n")
+    assert status == 400 and b"Malformed request: PUT" in answer
+    assert_alive(stub)
+
+
+@pytest.mark.slow
+def test_rest_body_and_value_limits(model_base):
+    limits = server_lib.RequestLimits(max_elements=150, max_bytes=4_000)
+    srv = server_lib.ModelServer({"dmi": model_base}, poll_seconds=0, warmup=False,
+                                 limits=limits)
+    srv.start(port=0, rest_port=-1, log_interval=0)
+    try:
+        ok = json.dumps({"instances": [["item001"] * 100]})
+        assert raw_post(srv.rest_port, ok)[0] == 200
+        status, answer = raw_post(srv.rest_port, json.dumps({"instances": [["item001"] * 140]}))
+        assert status == 429 and b"140 elements" in answer  # RESOURCE_EXHAUSTED
+        # Far more JSON values than that: refused before the JSON is parsed.
+        status, answer = raw_post(srv.rest_port, "[" + "0," * 1_000 + "0]")
+        assert status == 429 and b"JSON values" in answer
+        # A body over the byte limit: refused by the HTTP server while reading it.
+        assert raw_post(srv.rest_port, " " * 5_000 + ok)[0] == 413
+    finally:
+        srv.stop(grace=1)
+
+
+@pytest.mark.slow
+def test_rest_takes_200_concurrent_requests_on_a_bounded_pool(server, stub):
+    # The old server's listen backlog of 5 timed out 135 of 200 such requests, and it
+    # started a thread per connection: 200 slow clients held 187 threads.
+    threads_before = threading.active_count()
+    slow = []
+    for _ in range(200):
+        connection = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
+        connection.sendall(b"POST /v1/models/dmi:predict HTTP/1.1\r\nHost: t\r\n")
+        slow.append(connection)
+    try:
+        time.sleep(0.5)
+        assert threading.active_count() - threads_before < 10
+        body = json.dumps({"instances": [["item001", "item002"]]})
+        barrier, statuses = threading.Barrier(200), []
+
+        def post():
+            barrier.wait()
+            try:
+                statuses.append(raw_post(server.rest_port, body, timeout=60)[0])
+            except OSError as e:
+                statuses.append(repr(e))
+
+        clients = [threading.Thread(target=post) for _ in range(200)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join()
+        assert statuses == [200] * 200
+    finally:
+        for connection in slow:
+            connection.close()
+    assert_alive(stub)
+
+
 def test_rest_requests_are_checked_by_the_grpc_validation(server, stub):
     # The same bad request over both APIs: one validation, so one status and one message.
     renamed = predict_request([["item001"]])
@@ -416,6 +522,9 @@ def test_bad_requests_get_tf_servings_status(stub, model_base):
     cases.append((request, grpc.StatusCode.INVALID_ARGUMENT, "tensor parsing error"))
     cases.append((predict_pb2.PredictRequest(), grpc.StatusCode.INVALID_ARGUMENT,
                   "Missing ModelSpec"))
+    request = predict_request([["item001"]])
+    request.inputs["history"].dtype = 33  # protobuf enums are open (found by the fuzz test)
+    cases.append((request, grpc.StatusCode.INVALID_ARGUMENT, "DataType 33 .not a TensorFlow"))
     for request, code, message in cases:
         error = rpc_error(stub.Predict, request)
         assert error.code() == code, (message, error.details())
@@ -469,6 +578,75 @@ def test_100_mb_request_is_served_and_the_limit_is_configurable(stub, model_base
     finally:
         small.stop(grace=1)
     assert_alive(stub)
+
+
+def broadcast_request(shape, value=b"item001"):
+    """A request whose history has one value, which fills ``shape`` (about 50 bytes)."""
+    request = predict_request([["x"]])
+    history = request.inputs["history"]
+    history.ClearField("string_val")
+    history.string_val.append(value)
+    del history.tensor_shape.dim[:]
+    for size in shape:
+        history.tensor_shape.dim.add(size=size)
+    return request
+
+
+def test_request_size_is_checked_before_anything_is_allocated(stub, server):
+    # One value fills a declared shape: 43 bytes asked for 16.7M ids (1.6 GB, 4.7 s), and
+    # [1, 4.5e8] would have killed the host. Refused before decoding, as gRPC refuses a
+    # message over its size limit.
+    assert server.limits.max_elements == 2**24
+    request = broadcast_request([1, 2**24 + 1])
+    assert request.ByteSize() <= 50
+    start = time.monotonic()
+    error = rpc_error(stub.Predict, request)
+    assert time.monotonic() - start < 5
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "16,777,217 elements" in error.details() and "--max_request_elements" in error.details()
+    # Rows of nothing ask for answers all the same: refused, not computed.
+    error = rpc_error(stub.Predict, broadcast_request([2**30, 0]))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # A shape no tensor can have is a bad request, not an internal error (its element
+    # count wrapped around to 0 in NumPy's int64 product).
+    request = broadcast_request([2**32, 2**32])
+    request.inputs["history"].ClearField("string_val")
+    error = rpc_error(stub.Predict, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "more than TensorFlow's limit" in error.details()
+    # Bytes: a 3 MB id filling 1,000 slots is 3 GB once decoded.
+    error = rpc_error(stub.Predict, broadcast_request([1, 1000], b"x" * 3_000_000))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max_request_bytes" in error.details()
+    # The limit is on the request's size, not on broadcasting: a small filled shape is served.
+    assert stub.Predict(broadcast_request([2, 3]), timeout=30).outputs["item_ids"]
+    assert_alive(stub)
+
+
+@pytest.mark.slow
+def test_request_limits_are_configurable_and_count_every_input(model_base):
+    limits = server_lib.RequestLimits(max_elements=150, max_bytes=2_000)
+    srv = server_lib.ModelServer({"dmi": model_base}, poll_seconds=0, warmup=False,
+                                 limits=limits)
+    srv.start(port=0, log_interval=0)
+    try:
+        with client_lib.make_channel(f"127.0.0.1:{srv.port}") as channel:
+            small = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            # 100 ids in, 8 + 8 + 1 elements out.
+            assert small.Predict(predict_request([["item001"] * 100]), timeout=30).outputs
+            for history in ([["item001"] * 140], [["y" * 1_000, "z" * 1_000]]):
+                error = rpc_error(small.Predict, predict_request(history))
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+            # The answer counts: no id in, but 9 x 17 elements out (a [2^30, 0] history
+            # asked for 2^30 rows of answers).
+            empty_rows = predict_request(np.empty((9, 0), dtype=object))
+            error = rpc_error(small.Predict, empty_rows)
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "answer would have 153 (9 rows)" in error.details()
+            empty_rows.output_filter.append("known_ids")  # 9 x 1 elements out
+            assert small.Predict(empty_rows, timeout=30).outputs["known_ids"]
+    finally:
+        srv.stop(grace=1)
 
 
 def test_clients_that_disconnect_mid_call(stub, server):
@@ -590,6 +768,28 @@ def test_batcher_joins_pads_splits_and_bounds_its_queue():
         strict.stop()
 
 
+def test_padding_never_grows_a_batch_past_the_request_limit():
+    # One wide history padded 31 narrow ones to its width: 32 x the largest request.
+    calls = []
+
+    def run(key, inputs):
+        calls.append(inputs["x"].shape)
+        return {"out": inputs["x"][:, :1]}
+
+    options = server_lib.BatchingOptions(max_batch_size=32, batch_timeout_micros=100_000,
+                                         num_batch_threads=1, pad_variable_length_inputs=True)
+    batcher = Batcher(options, run, max_elements=1_000)
+    try:
+        tasks = [*batcher.submit("k", {"x": np.zeros((1, 900))}, 1)]
+        for _ in range(5):
+            tasks += batcher.submit("k", {"x": np.zeros((1, 2))}, 1)
+        for task in tasks:
+            task.future.result(10)
+    finally:
+        batcher.stop()
+    assert sorted(calls) == [(1, 900), (5, 2)]
+
+
 def test_batching_parameters_file_is_parsed():
     options = server_lib.BatchingOptions.from_text(
         "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1500 }\n"
@@ -648,6 +848,21 @@ def test_client_retries_until_the_server_is_up(tmp_path):
         client.close()
 
 
+@pytest.mark.slow
+def test_a_port_in_use_is_refused_not_shared(server, model_base):
+    # gRPC's default SO_REUSEPORT let a second server start on a port in use and take half
+    # of the new connections; each port has one owner.
+    other = server_lib.ModelServer({"dmi": model_base}, poll_seconds=0, warmup=False)
+    with pytest.raises(OSError, match=rf"gRPC on 127.0.0.1:{server.port}: the port is in use"):
+        other.start(port=server.port, log_interval=0)
+    with pytest.raises(OSError, match=rf"REST on 127.0.0.1:{server.rest_port}: .*--rest_api_port"):
+        other.start(port=0, rest_port=server.rest_port, log_interval=0)
+    # The gRPC port it had opened before the REST one failed is free again.
+    with socket.create_server(("127.0.0.1", other.port)):
+        pass
+    other.stop(grace=0)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -684,6 +899,39 @@ def test_new_version_is_swapped_in_without_a_failed_request(server, model_base):
         assert c.topk([HISTORIES[0]]).version == 2
     shutil.rmtree(os.path.join(model_base, "3"))
     shutil.rmtree(os.path.join(model_base, "tmp-export"))
+
+
+@pytest.mark.slow
+def test_a_version_caught_half_copied_is_loaded_once_the_copy_completes(tmp_path):
+    source, base = tmp_path / "source", tmp_path / "dmi"
+    write_contract_model(str(source), VOCAB, seed=3, warmup_signature=None)
+    write_contract_model(str(base / "1"), VOCAB, seed=1, warmup_signature=None)
+    srv = server_lib.ModelServer({"dmi": str(base)}, poll_seconds=0.1, warmup=False)
+    srv.start(port=0, log_interval=0)
+    try:
+        model = srv.models["dmi"]
+        # A copy by hand, caught with every top-level entry there but variables/ still empty.
+        half = base / "2"
+        half.mkdir()
+        (half / "variables").mkdir()
+        for entry in source.iterdir():
+            if entry.name != "variables":
+                (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, half / entry.name)
+        deadline = time.monotonic() + 60
+        while model.states.get(2) is None or model.states[2].error == "":
+            assert time.monotonic() < deadline, model.states
+            time.sleep(0.1)
+        # The copy completes inside variables/: the version folder's own mtime stays.
+        mtime = os.stat(half).st_mtime_ns
+        for entry in (source / "variables").iterdir():
+            shutil.copy2(entry, half / "variables" / entry.name)
+        assert os.stat(half).st_mtime_ns == mtime
+        while model.current.version != 2:
+            assert time.monotonic() < deadline, model.states
+            time.sleep(0.1)
+        assert model.states[2].error == ""
+    finally:
+        srv.stop(grace=1)
 
 
 # --------------------------------------------------------------------------- command lines
@@ -750,32 +998,46 @@ def test_sigterm_finishes_in_flight_requests(tmp_path):
     # A long batch timeout keeps the requests waiting in the server when SIGTERM comes;
     # shutting down runs them at once instead of after the timeout.
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--port", "0", "--model_config_file",
-         str(base / "models.config"), "--enable_batching", "--batch_timeout_micros",
-         "60000000", "--max_batch_size", "64"],
+        [sys.executable, "-m", "serving.server", "--port", "0", "--rest_api_port", "-1",
+         "--model_config_file", str(base / "models.config"), "--enable_batching",
+         "--batch_timeout_micros", "60000000", "--max_batch_size", "64"],
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
-        port = None
+        port = rest_port = None
         lines = []
         for line in process.stderr:
             lines.append(line)
             if match := re.search(r"Running gRPC ModelServer at [\d.]+:(\d+)", line):
                 port = int(match.group(1))
+            if match := re.search(r"Exporting HTTP/REST API at:[\d.]+:(\d+)", line):
+                rest_port = int(match.group(1))
                 break
-        assert port, "".join(lines)
+        assert port and rest_port, "".join(lines)
         channel = client_lib.make_channel(f"127.0.0.1:{port}")
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         futures = [stub.Predict.future(predict_request([["item001"]]), timeout=30)
                    for _ in range(8)]
-        time.sleep(0.5)
+        # REST requests in flight too, long ones (their JSON alone takes a while): the old
+        # REST server's threads died with the process once the gRPC requests were answered.
+        rest_answers, body = [], json.dumps({"instances": [["", *["item001"] * 300_000]]})
+        rest_clients = [threading.Thread(target=lambda: rest_answers.append(
+            raw_post(rest_port, body)[0])) for _ in range(4)]
+        for thread in rest_clients:
+            thread.start()
+        time.sleep(1.0)
         stopped = time.monotonic()
         process.send_signal(signal.SIGTERM)
         for future in futures:
             assert future.result().model_spec.version.value == 1
+        for thread in rest_clients:
+            thread.join(timeout=30)
+        assert rest_answers == [200] * 4
         assert process.wait(timeout=30) == 0
         assert time.monotonic() - stopped < 20
         log = "".join(lines) + process.stderr.read()
-        assert "Shutting down" in log and "'OK': 8" in log
+        assert "Shutting down" in log and "'OK': 12" in log
+        with pytest.raises(OSError):  # stopped listening
+            socket.create_connection(("127.0.0.1", rest_port), timeout=5)
         channel.close()
     finally:
         if process.poll() is None:

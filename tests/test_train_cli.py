@@ -85,8 +85,10 @@ def bad_folder(tmp_path, bad_line):
     return folder
 
 
-@pytest.mark.parametrize("case", ["malformed", "unknown_key", "empty", "missing", "bad_override"])
+@pytest.mark.parametrize("case", ["malformed", "unknown_key", "empty", "missing", "bad_override",
+                                  "out_below_a_file", "out_unwritable"])
 def test_bad_inputs_get_one_clear_error_and_exit_2(tmp_path, capsys, case):
+    out = str(tmp_path / "out")
     if case == "malformed":
         args = ["--data", str(bad_folder(tmp_path, "0,7\n"))]
         expected = ["train.txt:7", "malformed"]
@@ -105,15 +107,41 @@ def test_bad_inputs_get_one_clear_error_and_exit_2(tmp_path, capsys, case):
     elif case == "missing":
         args = ["--data", str(tmp_path / "nowhere")]
         expected = ["nowhere", "prepare"]
+    elif case == "out_below_a_file":  # these two were tracebacks with exit 1
+        (tmp_path / "file").write_text("")
+        args, out = [], str(tmp_path / "file" / "run")
+        expected = ["cannot use --out", "Not a directory", "choose a directory you can write"]
+    elif case == "out_unwritable":  # root may write anywhere but here
+        args, out = [], "/sys/dmi-tf-test-run"
+        expected = ["cannot use --out '/sys/dmi-tf-test-run'", "not permitted"]
     else:
         args = ["model.num_interests"]
         expected = ["section.key=value"]
-    code = train.main([*args, "--out", str(tmp_path / "out")])
+    code = train.main([*args, "--out", out])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error: ") and "Traceback" not in err and len(err.splitlines()) == 1
     for fragment in expected:
         assert fragment in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rate", ["1e30", ".inf"])
+def test_a_diverged_run_stops_with_an_error_and_keeps_nothing_non_finite(tmp_path, capsys, rate):
+    # It logged "loss nan", kept the NaN weights as the best checkpoint, exited 0 and wrote
+    # plausible metrics (NaN scores fall back to catalogue order, near MostPopular's).
+    out = tmp_path / "run"
+    code = train.main(["--out", str(out), *SMALL, "train.steps_per_eval=20",
+                       "train.max_steps=60", f"train.learning_rate={rate}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: training diverged by step 20: the loss is nan") or \
+        err.startswith("error: training diverged by step 20: weights are not finite"), err
+    assert "lower train.learning_rate" in err and len(err.splitlines()) == 1
+    assert not (out / "metrics.json").exists()
+    assert not os.listdir(out / "checkpoints") if (out / "checkpoints").exists() else True
+    assert not (out / "backup").exists() or not [
+        n for n in os.listdir(out / "backup") if n.startswith("ckpt-")]
 
 
 @pytest.mark.slow
@@ -175,6 +203,7 @@ def test_cli_shows_progress_on_stdout_and_no_cuda_probe_error(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0] == f"run directory: {run_dir}"
     assert lines[1].startswith("synthetic(seed=0): 200 items") and "(loaded in " in lines[1]
-    assert lines[2] == "training youtube_dnn: up to 50 steps of 128, validation every 50 steps"
+    assert lines[2] == ("training youtube_dnn with batches of 128: up to 50 steps (16.7 epochs of 3 steps), "
+                        "validation every 50 steps")
     assert lines[3].startswith("step 50: loss ") and lines[3].endswith(" sequences/s")
     assert lines[-1] == f"metrics, config and checkpoint written to {run_dir}"

@@ -1,4 +1,4 @@
-"""ComiRec's preprocessing ("strong generalization" split), exactly as protocol.md states it.
+"""ComiRec's preprocessing ("strong generalization" split), exactly as docs/protocol.md states it.
 
 1. Interactions in file order; every interaction counts.
 2. Items counted over all interactions, stable-sorted by count descending (ties keep first
@@ -306,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # write_dataset moves files in whole or not at all
+        print(f"\ninterrupted: nothing was changed in {args.out}", file=sys.stderr)
+        return 130
     written = "train.txt, valid.txt, test.txt, item_map.txt"
     if dataset.valid.history_lengths is not None:
         written += ", valid_cut.txt, test_cut.txt"

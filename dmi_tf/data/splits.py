@@ -24,7 +24,6 @@ import io
 import math
 import os
 import shutil
-import tempfile
 import warnings
 
 import numpy as np
@@ -32,6 +31,7 @@ import numpy as np
 from dmi_tf.data.dataset import Dataset, SplitData
 from dmi_tf.data.readers import bad_line, iter_lines
 from dmi_tf.errors import DataError
+from dmi_tf.io_utils import new_directory
 
 SPLITS = ("train", "valid", "test")
 ITEM_MAP = "item_map"
@@ -101,6 +101,29 @@ def _write_lines(path: str, blocks: list[str]) -> None:
         os.fsync(f.fileno())
 
 
+def _file_holds(path: str, blocks: list[str]) -> bool:
+    """Whether the file at ``path`` holds exactly the text ``blocks`` (read a block at a time)."""
+    try:
+        with open(path, "rb") as f:
+            for block in blocks:
+                data = block.encode("utf-8")
+                if f.read(len(data)) != data:
+                    return False
+            return f.read(1) == b""
+    except OSError:
+        return False
+
+
+def _dataset_files(folder: str) -> list[str]:
+    """The files of ``folder`` that ``load_dataset`` would read as (part of) a data set."""
+    # A time split's cut files too: left beside another data set, they would be read with it.
+    parts = (*SPLITS, ITEM_MAP, "item_cate", *(f"{s}{CUT_SUFFIX}" for s in SPLITS))
+    names = (f"{s}.txt" for s in parts)
+    suffixes = tuple(f"_{s}.txt" for s in parts)
+    wanted = set(names)
+    return sorted(n for n in os.listdir(folder) if n in wanted or n.endswith(suffixes))
+
+
 def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
     """Writes ``train.txt``, ``valid.txt``, ``test.txt`` and ``item_map.txt`` into ``out_dir``.
 
@@ -109,6 +132,11 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
     ``1..N`` in order. Everything is first written to a temporary folder next to ``out_dir``
     and then moved into place, so an interrupted run never leaves a half-written file. The
     output depends only on ``dataset``: re-running gives byte-identical files.
+
+    Raises:
+      DataError: ``out_dir`` already holds another data set. Replacing its split files
+        would leave the rest (an ``item_cate.txt``, a ComiRec-named family) describing
+        other items, and training would read them with the new splits.
     """
     out_dir = os.path.abspath(os.fspath(out_dir))
     for index, raw in enumerate(dataset.vocabulary[1:], start=1):
@@ -121,10 +149,17 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
     contents[f"{ITEM_MAP}.txt"] = ["".join(f"{raw},{index}\n" for index, raw
                                            in enumerate(dataset.vocabulary[1:], start=1))]
     contents.update(_cut_texts(dataset))
+    if os.path.isdir(out_dir) and (existing := _dataset_files(out_dir)):
+        if all(_file_holds(os.path.join(out_dir, f), blocks) for f, blocks in contents.items()):
+            return  # this very data set (a re-run): its files, and any beside them, stand
+        raise DataError(
+            f"{out_dir} already holds another data set ({', '.join(existing)}); choose an empty "
+            "or new --out, or remove those files first (files left from it, such as "
+            "item_cate.txt, would be read with the new splits)")
     parent = os.path.dirname(out_dir)
     try:
         os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+        tmp = new_directory(parent, f".{os.path.basename(out_dir)}.tmp-")
     except OSError as e:
         raise DataError(f"cannot write to {parent}: {e.strerror or e}; choose a writable --out") \
             from e
@@ -133,7 +168,6 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
             _write_lines(os.path.join(tmp, filename), lines)
         if not os.path.exists(out_dir):
             try:
-                os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it private
                 os.rename(tmp, out_dir)  # the whole folder appears at once
                 return
             except OSError:
@@ -157,12 +191,6 @@ def _cut_texts(dataset: Dataset) -> dict[str, list[str]]:
             pairs = zip(split.user_ids.tolist(), split.history_lengths.tolist(), strict=True)
             texts[f"{s}{CUT_SUFFIX}.txt"] = ["".join(f"{u},{h}\n" for u, h in pairs)]
     return texts
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ---------------------------------------------------------------------------
@@ -369,6 +397,29 @@ def _read_cuts(path: str, split: SplitData) -> np.ndarray:
     return lengths
 
 
+def _check_items_are_mapped(files: dict[str, str], splits: dict[str, SplitData],
+                            mapping: dict[int, str], item_map_path: str) -> None:
+    """Raises DataError, naming the first line, if a split holds an item the item map lacks.
+
+    With an item map, the map is the catalogue: an item outside it has no raw id,
+    and one stray index (9999 in a 1,000-item map) would grow the item table to
+    9,999 rows of invented ids, ruin the evaluation and surface only at export.
+    """
+    known = np.fromiter(mapping, dtype=np.int64, count=len(mapping))
+    for s in SPLITS:
+        stray = splits[s].items[~np.isin(splits[s].items, known)]
+        if not len(stray):
+            continue
+        bad = int(stray[0])
+        lineno, line = next((n, text) for n, text in iter_lines(files[s])
+                            if _parse_int(text.split(",")[1]) == bad)
+        raise DataError(
+            f"{files[s]}:{lineno}: item id {bad} is not in {item_map_path} ({len(mapping):,} "
+            f"items, ids {int(known.min())}..{int(known.max())}; {len(stray):,} lines of "
+            f"{os.path.basename(files[s])} name ids it lacks): {line!r}. The split files and "
+            "the item map must come from one data set: prepare it again into an empty folder.")
+
+
 def load_dataset(path: str | os.PathLike, name: str | None = None) -> Dataset:
     """Loads a processed split folder (3- or 4-column split files, optional item map).
 
@@ -376,13 +427,14 @@ def load_dataset(path: str | os.PathLike, name: str | None = None) -> Dataset:
     ordered by position (stable). An ``item_cate.txt`` beside the splits gives item categories;
     ``valid_cut.txt`` and ``test_cut.txt`` (a time split) give each user's history length.
     Without ``item_map.txt`` the vocabulary is
-    ``["", "1", ..., str(max_item_id)]``; with it, ``vocabulary[index]`` is the raw id and
-    indices absent from the map get ``str(index)``.
+    ``["", "1", ..., str(max_item_id)]``; with it, ``vocabulary[index]`` is the raw id, every
+    item of the splits must be in the map, and indices the map skips (rows no split uses)
+    get ``str(index)``.
 
     Raises:
       DataError: a missing folder or file, a malformed line, an item id < 1, a user in two
         splits (allowed when valid and test have cut files), a cut file not covering its
-        split, or an empty train split.
+        split, an empty train split, or (with an item map) an item the map lacks.
     """
     folder = os.fspath(path)
     contains = ("train.txt, valid.txt and test.txt (optionally item_map.txt), or ComiRec's "
@@ -425,6 +477,8 @@ def load_dataset(path: str | os.PathLike, name: str | None = None) -> Dataset:
                 f"user-disjoint: {_HOW_TO_MAKE}")
 
     mapping = _read_item_map(item_map_path) if item_map_path else {}
+    if mapping:
+        _check_items_are_mapped(files, splits, mapping, item_map_path)
     size = max([max_item, *mapping]) + 1
     vocabulary = [""] + [str(k) for k in range(1, size)]
     for index, raw in mapping.items():

@@ -107,7 +107,8 @@ def build_model(config: Config, num_items: int, train: SplitData):
     cosine = config.model.score == "cosine"
     task = retrieval_task(config.loss, item_embedding, counts, seed=seed, normalize=cosine)
     shared = {"score": config.model.score, "dropout": config.model.dropout,
-              "routing_weight": config.loss.routing_weight, "name": name}
+              "routing_weight": config.loss.routing_weight,
+              "choose_interests": config.model.choose_interests, "name": name}
     if name == "dmi":
         return DMI(item_embedding, build_extractor(config), task, build_refiner(config),
                    recon_weight=config.diffusion.recon_weight,

@@ -53,12 +53,17 @@ class MultiInterestModel(tfrs.Model):
       dropout: on the history's item embeddings in training.
       routing_weight: REMI's λ of :func:`routing_variance` (extractors with ``attend``),
         summed over the batch as REMI does.
+      choose_interests: interest 0 is an anchor, trained on every target besides the
+        readout's choice (:meth:`anchor_loss`), and the model serves either the anchor
+        alone or all K interests, whichever validation prefers
+        (:meth:`interest_choices`, :meth:`use_interests`): one setting that is good
+        whether the data rewards one interest or several.
     """
 
     def __init__(self, item_embedding: tf.keras.layers.Embedding, extractor: tf.keras.layers.Layer,
                  task: tf.keras.layers.Layer, readout: tf.keras.layers.Layer | None = None,
                  score: str = "dot", dropout: float = 0.0, routing_weight: float = 0.0,
-                 **kwargs):
+                 choose_interests: bool = False, **kwargs):
         super().__init__(**kwargs)
         if score not in ("dot", "cosine"):
             raise ValueError(f"score must be 'dot' or 'cosine', got {score!r}")
@@ -73,6 +78,32 @@ class MultiInterestModel(tfrs.Model):
         self.dropout = dropout
         self.routing_weight = routing_weight
         self.embedding_dropout = tf.keras.layers.Dropout(dropout, name="embedding_dropout")
+        # How many interests are served (0 = all K); checkpointed with the weights, so
+        # the choice validation made travels with them into evaluation and export.
+        self.served_interests = (tf.Variable(0, trainable=False, name="served_interests")
+                                 if choose_interests else None)
+
+    def interest_choices(self) -> tuple[int, ...]:
+        """The numbers of served interests validation chooses from (0 = all K); () = no choice."""
+        return (0, 1) if self.served_interests is not None else ()
+
+    def use_interests(self, count: int) -> None:
+        """Serves the first ``count`` interests from now on (0 = all); see :meth:`_served`."""
+        self.served_interests.assign(count)
+
+    def _served(self, interests):
+        """``[batch, K, ...]`` with the interests not served replaced by interest 0.
+
+        A copy of interest 0 adds no candidate to the max-merge of the retrieval, so
+        the shape (and every signature of an export) stays ``[batch, K, d]``. Applied
+        to interests and to their explanation weights ``[batch, K, L]`` alike.
+        """
+        if self.served_interests is None:
+            return interests
+        k = tf.shape(interests)[1]
+        count = tf.where(self.served_interests > 0, self.served_interests, k)
+        served = tf.range(k) < count
+        return tf.where(served[None, :, None], interests, interests[:, :1, :])
 
     def _embed(self, history, training=False):
         """History ids ``[batch, L]`` -> ``(embeddings [batch, L, d], mask [batch, L])``."""
@@ -100,7 +131,7 @@ class MultiInterestModel(tfrs.Model):
 
     def interests(self, history, training=False):
         """History ids int ``[batch, L]`` (0 = padding) -> interests float32 ``[batch, K, d]``."""
-        return self._scored(self._extract(history, training)[2])
+        return self._served(self._scored(self._extract(history, training)[2]))
 
     def fold_for_inference(self):
         """Prepares a serving copy: stores weight-only products the query tower would
@@ -119,7 +150,7 @@ class MultiInterestModel(tfrs.Model):
         """
         embeddings, mask = self._embed(history)
         if hasattr(self.extractor, "attend"):
-            return self.extractor.attend(embeddings, mask)[1]
+            return self._served(self.extractor.attend(embeddings, mask)[1])
         weights = tf.cast(mask, tf.float32)
         weights /= tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
         return weights[:, None, :]
@@ -150,6 +181,8 @@ class MultiInterestModel(tfrs.Model):
         target_embeddings = self._items(features[TARGET])
         loss = self._retrieval_loss(self.readout(interests, target_embeddings),
                                     target_embeddings, features)
+        if self.served_interests is not None:
+            loss += self._retrieval_loss(interests[:, 0], target_embeddings, features)
         return loss + self._routing_loss(weights)
 
     def _routing_loss(self, weights):

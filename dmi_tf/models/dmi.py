@@ -28,7 +28,8 @@ class DMI(MultiInterestModel):
       refiner: the refiner, or None (ρ = 0: the backbone alone).
       recon_weight: μ.
       backbone_loss_weight: weight of the retrieval loss on ``v0`` itself (keeps
-        the coarse interests good on their own; 0 = the loss sees only ``u``).
+        the coarse interests good on their own; 0 = the loss sees only ``u``); with
+        ``choose_interests``, on the anchor, interest 0, for every target instead.
       train_interests: ``chosen`` refines, in training, the interest the hard
         readout picks for the target; ``all`` refines all K and the readout picks
         among the refined ones (as retrieval scores them at inference).
@@ -57,7 +58,7 @@ class DMI(MultiInterestModel):
         return self.refiner is not None and self.infer_steps > 0
 
     def coarse_interests(self, history):
-        return self._scored(self._extract(history)[2])
+        return self._served(self._scored(self._extract(history)[2]))
 
     def refine(self, history):
         """``(refined [batch, K, d], coarse [batch, K, d], weights [batch, K, L])``.
@@ -68,10 +69,11 @@ class DMI(MultiInterestModel):
         """
         embeddings, mask, coarse, weights = self._extract(history)
         if not self.refines:
-            coarse = self._scored(coarse)
-            return coarse, coarse, weights
+            coarse = self._served(self._scored(coarse))
+            return coarse, coarse, self._served(weights)
         refined, weights = self.refiner(coarse, embeddings, mask, weights)
-        return self._scored(refined), self._scored(coarse), weights
+        return (self._served(self._scored(refined)), self._served(self._scored(coarse)),
+                self._served(weights))
 
     def interests(self, history, training=False):
         return self.refine(history)[0]
@@ -113,8 +115,11 @@ class DMI(MultiInterestModel):
         loss = (self._retrieval_loss(u, target_embeddings, features) + self.recon_weight * recon
                 + routing)
         if self.backbone_loss_weight:
+            # With an anchor (choose_interests) the coarse loss trains interest 0 on every
+            # target, so that it can serve alone; otherwise the interest the readout chose.
+            coarse = interests[:, 0] if self.served_interests is not None else v0
             loss += self.backbone_loss_weight * self._retrieval_loss(
-                self._scored(v0), target_embeddings, features)
+                self._scored(coarse), target_embeddings, features)
         return loss
 
     @property

@@ -97,13 +97,13 @@ def encode_histories(histories: Sequence[Sequence[str]]) -> np.ndarray:
     array = np.full((len(histories), width), contract.PADDING.encode(), dtype=object)
     for row, history in enumerate(histories):
         for col, item in enumerate(history, start=1):
-            array[row, col] = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            array[row, col] = contract.encode_id(item if isinstance(item, bytes) else str(item))
     return array
 
 
 def decode_strings(array: np.ndarray) -> np.ndarray:
     out = np.empty(array.shape, dtype=object)
-    out.ravel()[:] = [b.decode("utf-8", "replace") if isinstance(b, bytes) else b
+    out.ravel()[:] = [contract.decode_id(b, "replace") if isinstance(b, bytes) else b
                       for b in array.ravel()]
     return out
 
@@ -142,6 +142,35 @@ class BaseClient:
         raise NotImplementedError
 
     # -- shared logic
+
+    def wait_until_available(self, timeout: float = 60.0,
+                             interval: float = 0.2) -> list[VersionStatus]:
+        """Waits until the server reports a version of the model AVAILABLE; returns the statuses.
+
+        A server that is starting (not listening yet: UNAVAILABLE) or still loading
+        the model (NOT_FOUND, or no version AVAILABLE) is asked again every
+        ``interval`` seconds, up to ``timeout``; any other error is raised at once.
+
+        Raises:
+          ServingError: the model was not available after ``timeout`` seconds (the
+            last error or status, named), or the server answered another error.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                statuses = self.status()
+                if any(s.state == "AVAILABLE" for s in statuses):
+                    return statuses
+                last = ServingError(grpc.StatusCode.UNAVAILABLE,
+                                    f"model {self.model!r} has no AVAILABLE version yet: "
+                                    f"{[dataclasses.asdict(s) for s in statuses]}")
+            except ServingError as e:
+                if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+                    raise
+                last = e
+            if time.monotonic() + interval > deadline:
+                raise ServingError(last.code, f"not available after {timeout:g} s: {last}")
+            time.sleep(interval)
 
     def _with_retries(self, attempt, deadline: float):
         """Calls ``attempt()`` until it succeeds, retrying UNAVAILABLE with backoff."""
@@ -268,11 +297,3 @@ class BaseClient:
             return any(s.state == "AVAILABLE" for s in self.status())
         except ServingError:
             return False
-
-    def wait_until_available(self, timeout: float = 60.0, interval: float = 0.2) -> None:
-        end = time.monotonic() + timeout
-        while not self.is_available():
-            if time.monotonic() > end:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE,
-                                   f"model {self.model!r} not available after {timeout} s")
-            time.sleep(interval)

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--call", default="topk",
                    choices=["topk", "interests", "explain", "metadata", "status", "health"])
     p.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="first wait up to this long for the model to be AVAILABLE (a server "
+                        "that is starting or loading); default 0, no wait")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     return p
 
@@ -75,6 +78,8 @@ def _check_known(client, histories: list[list[str]], known_ids) -> None:
 def run_cli(args) -> dict:
     cls, where = (TopKClient, args.target) if args.target else (RestTopKClient, args.rest)
     with cls(where, args.model, version=args.version, timeout=args.timeout) as client:
+        if args.wait > 0:
+            client.wait_until_available(args.wait)
         if args.call == "metadata":
             return client.metadata()
         if args.call in ("status", "health"):

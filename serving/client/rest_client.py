@@ -74,7 +74,8 @@ class RestTopKClient(BaseClient):
     def _predict_chunk(self, signature, history, deadline, start_now=False):
         # Sent when awaited, also with start_now: urllib has no asynchronous call.
         body = {"signature_name": signature,
-                "inputs": {contract.HISTORY: [[b.decode("utf-8") for b in row] for row in history]}}
+                "inputs": {contract.HISTORY: [[contract.decode_id(b) for b in row]
+                                              for row in history]}}
 
         def wait():
             response = self._request(self._url(":predict"), body, deadline)
@@ -117,6 +118,6 @@ def _from_json(value) -> np.ndarray:
     array = np.array(value, dtype=object)
     if array.size and all(isinstance(v, str) or isinstance(v, dict)
                           for v in array.ravel()[:1]):
-        return np.vectorize(lambda v: v.encode("utf-8") if isinstance(v, str) else v,
+        return np.vectorize(lambda v: contract.encode_id(v) if isinstance(v, str) else v,
                             otypes=[object])(array)
     return np.array(value, dtype=np.float32)

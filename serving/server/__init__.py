@@ -12,7 +12,7 @@ load (``python -m serving.server``), in the order a request meets it:
 """
 
 from serving.server.batching import BatchingOptions
-from serving.server.core import ModelServer
+from serving.server.core import ModelServer, RequestLimits
 from serving.server.errors import ServingError
 
-__all__ = ["BatchingOptions", "ModelServer", "ServingError"]
+__all__ = ["BatchingOptions", "ModelServer", "RequestLimits", "ServingError"]

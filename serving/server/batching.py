@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import math
 import os
 import re
 import threading
@@ -73,13 +74,28 @@ class Task:
 
 
 class _Batch:
-    __slots__ = ("deadline", "key", "rows", "tasks")
+    __slots__ = ("deadline", "key", "rows", "shapes", "tasks")
 
     def __init__(self, key, deadline: float):
         self.key = key
         self.tasks: list[Task] = []
         self.rows = 0
         self.deadline = deadline
+        self.shapes: dict[str, tuple[int, ...]] = {}  # per input, the widest row shape
+
+    def _joined(self, task: Task) -> dict[str, tuple[int, ...]]:
+        return {alias: tuple(map(max, self.shapes.get(alias, value.shape[1:]), value.shape[1:]))
+                for alias, value in task.inputs.items()}
+
+    def elements_with(self, task: Task) -> int:
+        """Elements of the inputs once ``task`` joined and every row is padded to the widest."""
+        rows = self.rows + task.rows
+        return sum(rows * math.prod(shape) for shape in self._joined(task).values())
+
+    def add(self, task: Task) -> None:
+        self.shapes = self._joined(task)
+        self.tasks.append(task)
+        self.rows += task.rows
 
 
 def _pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -125,12 +141,19 @@ class Batcher:
     accepting requests, so batches grow with load. At most
     ``max_enqueued_batches`` batches wait; beyond that a request fails with
     UNAVAILABLE, as in TF-Serving (clients retry it).
+
+    Padding makes every row of a batch as wide as its widest: one long
+    history would turn 127 short ones into as many long ones. A request
+    joins a batch only if the padded batch stays within ``max_elements``
+    (the request limit; TF-Serving has none), otherwise it starts its own.
     """
 
     def __init__(self, options: BatchingOptions,
-                 run: Callable[[object, dict[str, np.ndarray]], dict[str, np.ndarray]]):
+                 run: Callable[[object, dict[str, np.ndarray]], dict[str, np.ndarray]],
+                 max_elements: int | None = None):
         self.options = options
         self._run = run
+        self._max_elements = max_elements
         self._cv = threading.Condition()
         self._batches: collections.deque[_Batch] = collections.deque()
         self._stopping = False
@@ -159,7 +182,9 @@ class Batcher:
                 raise retry_later("the server is shutting down")
             for task in tasks:
                 batch = next((b for b in reversed(self._batches)
-                              if b.key == key and b.rows + task.rows <= limit), None)
+                              if b.key == key and b.rows + task.rows <= limit and (
+                                  self._max_elements is None
+                                  or b.elements_with(task) <= self._max_elements)), None)
                 if batch is None:
                     if len(self._batches) >= self.options.max_enqueued_batches:
                         raise retry_later(
@@ -168,8 +193,7 @@ class Batcher:
                     batch = _Batch(key, time.monotonic()
                                    + self.options.batch_timeout_micros / 1e6)
                     self._batches.append(batch)
-                batch.tasks.append(task)
-                batch.rows += task.rows
+                batch.add(task)
             self._cv.notify()
         return tasks
 

@@ -21,7 +21,14 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.server.batching import BatchingOptions
-from serving.server.core import DEFAULT_GRPC_THREADS, ModelServer
+from serving.server.core import (
+    DEFAULT_GRPC_THREADS,
+    DEFAULT_MAX_REQUEST_ELEMENTS,
+    INT32_MAX,
+    ModelServer,
+    RequestLimits,
+)
+from serving.server.rest import RestOptions
 
 log = logging.getLogger("serving.server")
 
@@ -55,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     flag = p.add_argument
     flag("--port", type=int, default=8500, help="gRPC port (0 picks a free one)")
     flag("--rest_api_port", type=int, default=0, help="REST port (0: no REST API)")
+    rest = RestOptions()
+    flag("--rest_api_num_threads", type=int, default=rest.num_threads,
+         help=f"REST requests handled at once (default {rest.num_threads}; each waiting for its "
+              "batch holds one; TF-Serving's default is 4 per core)")
+    flag("--rest_api_backlog", type=int, default=rest.backlog,
+         help=f"REST connections queued before they are accepted (default {rest.backlog}; "
+              "not a TF-Serving flag)")
+    flag("--rest_api_max_connections", type=int, default=rest.max_connections,
+         help=f"REST connections open at once; more wait in the backlog (default "
+              f"{rest.max_connections}; not a TF-Serving flag)")
+    flag("--rest_api_idle_timeout_seconds", type=int, default=rest.idle_timeout_seconds,
+         help="a REST connection without a request in progress and without traffic for this "
+              f"long is closed (default {rest.idle_timeout_seconds}; not a TF-Serving flag)")
     flag("--host", default="127.0.0.1", help="address to listen on (not a TF-Serving flag; "
          "TF-Serving listens on all interfaces, this server on loopback unless told)")
     flag("--model_name", default="default")
@@ -77,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
          help=f"requests handled at once (default {DEFAULT_GRPC_THREADS}; threads start on "
               "demand). Unlike TF-Serving's flag of that name it bounds concurrent requests, "
               "and with them the batch sizes server-side batching can form")
+    flag("--max_request_elements", type=int, default=DEFAULT_MAX_REQUEST_ELEMENTS,
+         help="most elements (ids) a request's inputs may declare, checked before they are "
+              f"decoded (default {DEFAULT_MAX_REQUEST_ELEMENTS:,}; also bounds a padded batch); "
+              "above it: RESOURCE_EXHAUSTED (this server only: TF-Serving has no such limit)")
+    flag("--max_request_bytes", type=int, default=INT32_MAX,
+         help=f"most bytes a request's inputs may hold (default {INT32_MAX:,}, gRPC's message "
+              "limit), counting a value that fills a shape once per element; also the most a "
+              "REST body may hold. Above it: RESOURCE_EXHAUSTED (this server only)")
     flag("--tensorflow_intra_op_parallelism", type=int, default=0,
          help="threads of one op (0: TensorFlow's default, one per core)")
     flag("--tensorflow_inter_op_parallelism", type=int, default=0,
@@ -131,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        for name in ("max_request_elements", "max_request_bytes", "rest_api_num_threads",
+                     "rest_api_backlog", "rest_api_max_connections",
+                     "rest_api_idle_timeout_seconds"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
         models = models_from_args(args)
         batching = batching_from_args(args)
         for name, path in models.items():
@@ -149,13 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
     tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     server = ModelServer(models, batching, args.file_system_poll_wait_seconds,
-                         args.enable_model_warmup)
+                         args.enable_model_warmup,
+                         RequestLimits(args.max_request_elements, args.max_request_bytes))
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     try:
         server.start(args.port, args.host, args.rest_api_port, args.grpc_max_threads,
-                     args.grpc_channel_arguments, args.log_interval_seconds)
+                     args.grpc_channel_arguments, args.log_interval_seconds,
+                     RestOptions(args.rest_api_num_threads, args.rest_api_backlog,
+                                 args.rest_api_max_connections,
+                                 args.rest_api_idle_timeout_seconds))
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import time
@@ -28,7 +29,6 @@ from collections.abc import Callable, Iterable
 
 import grpc
 import numpy as np
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -40,7 +40,7 @@ from tensorflow_serving.apis import (
 from serving import contract, tensors
 from serving.server.batching import BatchingOptions, Task
 from serving.server.errors import ServingError, invalid
-from serving.server.rest import RestServer
+from serving.server.rest import RestOptions, RestServer
 from serving.server.servable import Servable, TensorInfo
 from serving.server.versions import LOG_WINDOW, Model
 
@@ -48,6 +48,60 @@ log = logging.getLogger("serving.server")
 
 INT32_MAX = 2**31 - 1  # TF-Serving's gRPC message size limit
 DEFAULT_GRPC_THREADS = 256
+#: 16,777,216 ids: 16 x the 100 MB request of the tests (10 users x 100,000 ids), or the
+#: clients' 256 users per request with 65,536 ids each. A decoded id costs about 100 bytes
+#: on its way through a request (measured), so one request stays under about 1.7 GB.
+DEFAULT_MAX_REQUEST_ELEMENTS = 2**24
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestLimits:
+    """How large a request's inputs may be, checked before any of them is decoded.
+
+    A TensorProto with one value and a shape fills the shape with it, so a
+    43-byte request can declare 10^9 ids; the wire size alone bounds nothing.
+    ``max_elements`` bounds the elements the inputs' shapes declare, summed;
+    ``max_bytes`` the inputs' size, summed (``tensors.size_bytes``: wire size, or
+    decoded size where a value fills a shape; for REST, also the body). The
+    defaults refuse no request gRPC's 2 GiB message limit lets through with
+    its values sent one by one, up to 16.7M ids. Over a limit is
+    RESOURCE_EXHAUSTED, as gRPC answers a message over its size limit; a shape
+    no tensor can have (over 2^63 - 1 elements) is INVALID_ARGUMENT.
+    """
+
+    max_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS
+    max_bytes: int = INT32_MAX
+
+    def check(self, inputs, output_elements_per_row: int = 0) -> None:
+        """Raises the request error if the TensorProtos ``inputs`` (alias -> proto) are too big.
+
+        The answer counts too: ``output_elements_per_row`` elements for each row
+        (batch element) the inputs declare. A history of shape ``[10**9, 0]``
+        holds no element but asks for 10^9 rows of top-k answers.
+        """
+        elements = size = rows = 0
+        for alias, proto in inputs.items():
+            try:
+                elements += tensors.element_count(proto)
+                size += tensors.size_bytes(proto)
+            except tensors.TensorError as e:
+                raise invalid(f"tensor parsing error: {alias}: {e}") from None
+            if shape := tensors.shape_of(proto):
+                rows = max(rows, shape[0])
+        answer = rows * output_elements_per_row
+        if elements + answer > self.max_elements:
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the request's inputs declare {elements:,} elements and its answer would have "
+                f"{answer:,} ({rows:,} rows), more than this server's limit of "
+                f"{self.max_elements:,} (--max_request_elements); send fewer users or shorter "
+                "histories per request (the model reads only the last L ids of each)")
+        if size > self.max_bytes:
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the request's inputs hold {size:,} bytes, more than this server's limit of "
+                f"{self.max_bytes:,} (--max_request_bytes); send fewer users or shorter histories "
+                "per request")
 
 
 class _Stats:
@@ -92,11 +146,15 @@ class ModelServer:
       poll_seconds: file-system poll interval for new versions (0: load once).
       warmup: replay each version's ``assets.extra/tf_serving_warmup_requests``
         before serving it.
+      limits: the largest request accepted (also the largest padded batch).
     """
 
     def __init__(self, models: dict[str, str], batching: BatchingOptions | None = None,
-                 poll_seconds: float = 1.0, warmup: bool = True):
-        self.models = {name: Model(name, path, batching, warmup) for name, path in models.items()}
+                 poll_seconds: float = 1.0, warmup: bool = True,
+                 limits: RequestLimits | None = None):
+        self.limits = limits or RequestLimits()
+        self.models = {name: Model(name, path, batching, warmup, self.limits.max_elements)
+                       for name, path in models.items()}
         self.poll_seconds = poll_seconds
         self.stats = _Stats()
         self._stop = threading.Event()
@@ -172,15 +230,17 @@ class ModelServer:
                 f"version {servable.version}: {', '.join(sorted(servable.inputs))}")
         return signature
 
-    @staticmethod
-    def validate(servable: Servable, request: predict_pb2.PredictRequest):
+    def validate(self, servable: Servable, request: predict_pb2.PredictRequest):
         """Checks a request against the signature, in TF-Serving's order and with its statuses.
+
+        The request's size is checked against ``self.limits`` before any input
+        is decoded.
 
         Returns:
           ``(signature, inputs, output_aliases, rows)``: decoded inputs and the
           common batch size (None when an input is a scalar).
         """
-        signature = ModelServer._signature(servable, request.model_spec.signature_name)
+        signature = self._signature(servable, request.model_spec.signature_name)
         expected = servable.inputs[signature]
         sent = set(request.inputs)
         if sent != set(expected):
@@ -193,7 +253,6 @@ class ModelServer:
                     f"{{{','.join(missing)}}}.")
             raise invalid(f"input tensor alias not found in signature: {extra[0]}. Inputs "
                           f"expected to be in the set {{{','.join(sorted(expected))}}}.")
-        inputs, rows = {}, set()
         for alias, proto in request.inputs.items():
             info = expected[alias]
             if proto.dtype != info.dtype:
@@ -201,8 +260,15 @@ class ModelServer:
                     f"input {alias!r} of signature {signature!r} must be "
                     f"{tensors.DTYPE_NAMES.get(info.dtype)}, got "
                     f"{tensors.DTYPE_NAMES.get(proto.dtype, proto.dtype)}: expects arg "
-                    f"{alias!r} to be {types_pb2.DataType.Name(info.dtype)} but "
-                    f"{types_pb2.DataType.Name(proto.dtype)} is provided")
+                    f"{alias!r} to be {tensors.dtype_enum_name(info.dtype)} but "
+                    f"{tensors.dtype_enum_name(proto.dtype)} is provided")
+        answers = servable.outputs[signature]
+        self.limits.check(request.inputs, sum(
+            answers[alias].row_elements()
+            for alias in request.output_filter or answers if alias in answers))
+        inputs, rows = {}, set()
+        for alias, proto in request.inputs.items():
+            info = expected[alias]
             try:
                 value = tensors.to_numpy(proto)
             except tensors.TensorError as e:
@@ -296,12 +362,16 @@ class ModelServer:
 
     def start(self, port: int = 8500, host: str = "127.0.0.1", rest_port: int = 0,
               max_threads: int | None = None, channel_args: Iterable[tuple[str, object]] = (),
-              log_interval: float = 10.0) -> None:
+              log_interval: float = 10.0, rest_options: RestOptions | None = None) -> None:
         """Loads the models, then listens (port 0 picks a free port: see ``self.port``)."""
         self.load()
-        # gRPC keeps the first of repeated keys, so the user's arguments replace the defaults.
+        # The user's arguments replace the defaults (a dict keeps the last value of a key).
         options = dict([("grpc.max_receive_message_length", INT32_MAX),
-                        ("grpc.max_send_message_length", INT32_MAX), *channel_args])
+                        ("grpc.max_send_message_length", INT32_MAX),
+                        # gRPC binds with SO_REUSEPORT by default: a second server on a port
+                        # in use then starts without error and takes half of the new
+                        # connections. One owner per port, as TF-Serving's users expect.
+                        ("grpc.so_reuseport", 0), *channel_args])
         # Each request holds a thread while it waits for its batch, so the pool
         # bounds how many requests can share a batch. TF-Serving's C++ server has
         # no such bound (its flag sizes the pollers); 4 x cores here capped 16
@@ -313,17 +383,27 @@ class ModelServer:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             _PredictionService(self), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(self), self._grpc)
-        self.port = self._grpc.add_insecure_port(f"{host}:{port}")
+        try:
+            self.port = self._grpc.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # gRPC's "Failed to bind to address"; older versions return 0
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {host}:{port} (port in use?)")
+            raise OSError(f"cannot listen for gRPC on {host}:{port}: the port is in use (or "
+                          "the address is not this machine's); stop the process holding it or "
+                          "pass another --port")
         self._grpc.start()
         log.info("Running gRPC ModelServer at %s:%d ... (local stand-in, not TF-Serving)",
                  host, self.port)
         if rest_port:  # 0: no REST API (TF-Serving); -1: a free port
-            self._http = RestServer((host, max(rest_port, 0)), self)
-            self.rest_port = self._http.server_address[1]
-            self._threads.append(threading.Thread(target=self._http.serve_forever, daemon=True,
-                                                  name="rest"))
+            try:
+                self._http = RestServer((host, max(rest_port, 0)), self, rest_options)
+            except OSError as e:
+                self._grpc.stop(None).wait()  # nothing half-started stays listening
+                raise OSError(f"cannot listen for REST on {host}:{rest_port}: {e.strerror or e}; "
+                              "stop the process holding it or pass another --rest_api_port"
+                              ) from None
+            self.rest_port = self._http.port
+            self._http.start()
             log.info("Exporting HTTP/REST API at:%s:%d ...", host, self.rest_port)
         if self.poll_seconds > 0:
             self._threads.append(threading.Thread(target=self._poll_loop, daemon=True,
@@ -338,14 +418,15 @@ class ModelServer:
         """Graceful stop: no new requests; in-flight ones finish (up to ``grace`` s)."""
         log.info("Shutting down: refusing new requests, finishing in-flight ones")
         self._stop.set()
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
         for model in self.models.values():
             if model.batcher is not None:
                 model.batcher.drain()  # in-flight requests must not wait for batch timeouts
-        if self._grpc is not None:
-            self._grpc.stop(grace).wait()
+        # Both front ends stop listening at once and drain side by side, each within grace.
+        grpc_stopped = self._grpc.stop(grace) if self._grpc is not None else None
+        if self._http is not None:
+            self._http.stop(grace)
+        if grpc_stopped is not None:
+            grpc_stopped.wait()
         for model in self.models.values():
             if model.batcher is not None:
                 model.batcher.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterable
 
@@ -26,6 +27,12 @@ class TensorInfo:
         if info.tensor_shape.unknown_rank:
             return cls(info.dtype, None)
         return cls(info.dtype, tuple(int(d.size) for d in info.tensor_shape.dim))
+
+    def row_elements(self) -> int:
+        """Elements of one batch row (unknown sizes count 1)."""
+        if self.shape is None:
+            return 1
+        return math.prod(max(size, 1) for size in self.shape[1:])
 
     def describe(self) -> str:
         shape = "unknown rank" if self.shape is None else (

@@ -41,6 +41,27 @@ class _VersionState:
     code: grpc.StatusCode = grpc.StatusCode.OK
 
 
+def _contents(path: str) -> tuple:
+    """Every file and folder under ``path`` with its size and modification time.
+
+    A version that failed to load is retried once this changes: one caught
+    half-copied by hand fails, and the copy completing changes its files but
+    not necessarily the version folder's own mtime (files land in
+    ``variables/``), which is all the poll used to compare.
+    """
+    entries = []
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files) + dirs:
+            full = os.path.join(folder, name)
+            try:
+                stat = os.stat(full)
+            except OSError:  # removed meanwhile: a change all the same
+                continue
+            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
+
+
 class Model:
     """One model name: its versions on disk, the one served, and its batcher.
 
@@ -52,17 +73,18 @@ class Model:
     """
 
     def __init__(self, name: str, base_path: str, batching: BatchingOptions | None,
-                 warmup: bool = True):
+                 warmup: bool = True, max_batch_elements: int | None = None):
         self.name = name
         self.base_path = base_path
         self.warmup = warmup
         self.current: Servable | None = None
         self.states: dict[int, _VersionState] = {}
-        self._failed: dict[int, float] = {}  # version -> mtime of the dir that failed
+        self._failed: dict[int, tuple] = {}  # version -> contents of the dir that failed
         self._lock = threading.Lock()
         # (rows, seconds) of recent model calls, for the log; bounded when nobody reads it.
         self.runs: collections.deque = collections.deque(maxlen=LOG_WINDOW)
-        self.batcher = Batcher(batching, self._run_batch) if batching else None
+        self.batcher = (Batcher(batching, self._run_batch, max_batch_elements) if batching
+                        else None)
 
     def run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
             outputs: list[str], rows: int | None) -> dict[str, np.ndarray]:
@@ -97,8 +119,8 @@ class Model:
         if self.current is not None and self.current.version == newest:
             return
         path = versions[newest]
-        mtime = os.path.getmtime(path)
-        if self._failed.get(newest) == mtime:
+        contents = _contents(path)
+        if self._failed.get(newest) == contents:
             return
         self.states[newest] = _VersionState(_State.LOADING)
         log.info("Loading servable version {name: %s version: %d} from %s", self.name, newest, path)
@@ -111,7 +133,7 @@ class Model:
                     log.info("Finished reading warmup data for model at %s: %d records", path,
                              count)
         except Exception as e:  # a bad version must not take the server down
-            self._failed[newest] = mtime
+            self._failed[newest] = contents
             code = e.code if isinstance(e, ServingError) else grpc.StatusCode.UNKNOWN
             self.states[newest] = _VersionState(_State.END, f"{type(e).__name__}: {e}", code)
             log.error("Loading servable version {name: %s version: %d} failed: %s",
