@@ -38,7 +38,8 @@ def test_training_from_python_prints_nothing_unless_asked(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout == ""
     # The caller's own configuration receives them, named by module.
-    assert "dmi_tf.training: training youtube_dnn with batches of 128: up to 20 steps" in proc.stderr
+    assert ("dmi_tf.training: training youtube_dnn with batches of 128: up to 20 steps"
+            in proc.stderr)
     assert "dmi_tf.callbacks: step 20: loss" in proc.stderr
 
 

@@ -203,7 +203,7 @@ def test_cli_shows_progress_on_stdout_and_no_cuda_probe_error(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0] == f"run directory: {run_dir}"
     assert lines[1].startswith("synthetic(seed=0): 200 items") and "(loaded in " in lines[1]
-    assert lines[2] == ("training youtube_dnn with batches of 128: up to 50 steps (16.7 epochs of 3 steps), "
-                        "validation every 50 steps")
+    assert lines[2] == ("training youtube_dnn with batches of 128: up to 50 steps (16.7 epochs "
+                        "of 3 steps), validation every 50 steps")
     assert lines[3].startswith("step 50: loss ") and lines[3].endswith(" sequences/s")
     assert lines[-1] == f"metrics, config and checkpoint written to {run_dir}"
