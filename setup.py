@@ -24,6 +24,8 @@ setup(
         # reader (slow clients hold no thread), a listen backlog and a body-size limit.
         "waitress>=3.0",
     ],
-    # hypothesis: tests/test_fuzz_serving.py generates random TensorProtos and JSON bodies.
-    extras_require={"test": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100"]},
+    # hypothesis: tests/test_fuzz_serving.py generates random TensorProtos and JSON bodies;
+    # parquet: python -m dmi_tf.predict --shard-format parquet (NumPy shards need nothing).
+    extras_require={"test": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100"],
+                    "parquet": ["pyarrow>=14"]},
 )

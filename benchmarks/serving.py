@@ -52,7 +52,8 @@ from dmi_tf import config as config_lib  # noqa: E402
 from dmi_tf.data.dataset import SplitData  # noqa: E402
 from dmi_tf.index import IndexConfig, build_index  # noqa: E402
 from dmi_tf.models import build_model  # noqa: E402
-from export.serving_module import ServingModule, write_vocabulary_asset  # noqa: E402
+from dmi_tf.raw_ids import write_vocabulary_file  # noqa: E402
+from export.serving_module import ServingModule  # noqa: E402
 from serving.client import TopKClient, encode_histories  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +79,7 @@ def write_export(model_dir: str, model_name: str, num_items: int, index_kind: st
     index = build_index(table, IndexConfig(kind=index_kind), k)
     build_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as scratch:
-        module = ServingModule(model, index, write_vocabulary_asset(vocabulary, scratch), rows,
+        module = ServingModule(model, index, write_vocabulary_file(vocabulary, scratch), rows,
                                length, k)
         options = tf.saved_model.SaveOptions(namespace_whitelist=list(index.op_namespaces))
         tf.saved_model.save(module, os.path.join(model_dir, "1"),

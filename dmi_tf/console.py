@@ -82,3 +82,47 @@ def list_devices_quietly() -> None:
         kept = b"".join(line for line in captured if _CUDA_PROBE_ERROR not in line)
     if kept:
         os.write(2, kept)
+
+
+class Progress:
+    """A progress line on stderr: how far through the input, how many done, how fast.
+
+    On a terminal the line is redrawn in place; otherwise (a log file, a pipe) a
+    line is printed every ``interval`` seconds, so a long job's log stays short.
+
+    Args:
+      total: the size of the input (bytes read is the measure of ``update``), or None.
+      unit: what is counted, e.g. "users".
+    """
+
+    def __init__(self, total: int | None, unit: str, interval: float = 10.0, stream=None):
+        import time
+
+        self._clock = time.monotonic
+        self.total, self.unit, self.interval = total, unit, interval
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.start = self._last = self._clock()
+        self.count = 0
+
+    def update(self, count: int, position: int | None = None, force: bool = False) -> None:
+        """``count`` done in all, ``position`` bytes of ``total`` read."""
+        self.count = count
+        now = self._clock()
+        if not force and now - self._last < (0.2 if self.live else self.interval):
+            return
+        self._last = now
+        rate = count / max(now - self.start, 1e-9)
+        text = f"{count:,} {self.unit}, {rate:,.0f} {self.unit}/s"
+        if self.total and position is not None:
+            share = min(position / self.total, 1.0)
+            left = (now - self.start) * (1 - share) / share if share > 0 else float("inf")
+            text = f"{100 * share:5.1f}% | {text}" + (
+                f", {left:,.0f} s left" if left != float("inf") else "")
+        self.stream.write(("\r" + text + "\033[K") if self.live else text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,7 +1,7 @@
 """``python -m dmi_tf.train``: train, select on validation Recall@50, evaluate, report.
 
     python -m dmi_tf.train [--config configs/FILE.yaml] [--data DIR] [--model NAME]
-                           [--out RUN_DIR] [section.key=value ...]
+                           [--out RUN_DIR] [--warm-start RUN_DIR] [section.key=value ...]
 
 Without ``--config`` it reads ``dmi_tf/default.yaml``: DMI on the built-in
 synthetic data, about two minutes on 2 cores.
@@ -19,7 +19,9 @@ RUN_DIR receives:
   run has finished;
 * ``tensorboard/``: training loss and validation metrics;
 * ``metrics.json``: validation and test metrics of the model and of the
-  MostPopular baseline.
+  MostPopular baseline;
+* ``warm_start.json``: with ``--warm-start``, the run it started from
+  (``dmi_tf/warm_start.py``; also under ``warm_start`` in ``metrics.json``).
 
 Under ``distribute.strategy: multi_worker`` every worker runs this same command;
 the chief writes RUN_DIR and the others ``RUN_DIR/workers/<type>-<index>/``
@@ -51,6 +53,9 @@ from dmi_tf.evaluate import evaluate, evaluate_choosing_interests
 from dmi_tf.io_utils import atomic_write_text
 from dmi_tf.models import build_model
 from dmi_tf.training import fit
+from dmi_tf.warm_start import check_start, warm_start
+from dmi_tf.warm_start import describe as describe_warm_start
+from dmi_tf.warm_start import write_record as write_warm_start
 
 # Not __name__: run as `python -m dmi_tf.train`, this module is __main__.
 log = logging.getLogger("dmi_tf.train")
@@ -69,6 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", help="folder of split files; overrides data.path")
     parser.add_argument("--model", help="model name; overrides model.name")
     parser.add_argument("--out", help="run directory (default: runs/<model>-<time>)")
+    parser.add_argument("--warm-start", metavar="RUN_DIR", default=None,
+                        help="start from this run's weights: item rows carried by raw id, new "
+                             "items initialised as in a fresh run (same model, d and K)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                         help="continue the unfinished run in --out from its last checkpoint "
                              "(default); --no-resume requires a new or empty --out")
@@ -138,7 +146,8 @@ def _prepare_run_dir(path: str, config: config_lib.Config, resume: bool,
 
 
 def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | None = None,
-                       resume: bool = True, role: distribute.Role | None = None) -> dict:
+                       resume: bool = True, role: distribute.Role | None = None,
+                       warm_start_dir: str | None = None) -> dict:
     """Trains ``config.model.name`` (if trainable), evaluates it and MostPopular; writes RUN_DIR.
 
     Under a cluster strategy every training process calls this (``role`` from
@@ -147,6 +156,8 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
 
     Args:
       resume: continue from the fault-tolerance checkpoint in the output folder, if any.
+      warm_start_dir: a previous run to start from (``dmi_tf.warm_start``); an
+        unfinished run resumes only with the start it had.
 
     Returns:
       The content written to ``metrics.json``.
@@ -154,6 +165,7 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
     distribute.configure_threads(config.distribute)
     role = role or distribute.cluster_role(config.distribute)
     out_dir = distribute.output_dir(run_dir, role)
+    check_start(out_dir, warm_start_dir, config.model.name)
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "config.yaml"), config_lib.dump_yaml(config))
 
@@ -187,6 +199,13 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
         # Variables (the DMI refiner's tf.random.Generator too) belong to the strategy.
         with strategy.scope():
             model = build_model(config, dataset.num_items, dataset.train)
+            if warm_start_dir is not None:  # the weights, in the scope; the source's outside it
+                model.interests(tf.zeros([1, L], tf.int32))
+        if warm_start_dir is not None:
+            results["warm_start"] = started = warm_start(
+                model, config, dataset.vocabulary, warm_start_dir)
+            write_warm_start(out_dir, started)
+            log.info(describe_warm_start(started))
         if isinstance(model, tf.keras.Model):
             results.update(fit(model, config, dataset, out_dir,
                                lambda: evaluate_choosing_interests(
@@ -240,7 +259,8 @@ def main(argv=None) -> int:
             return 0
         run_dir = prepare_run_dir(args.out, config, args.resume, role)
         print(f"run directory: {run_dir}", flush=True)
-        results = train_and_evaluate(config, run_dir, resume=args.resume, role=role)
+        results = train_and_evaluate(config, run_dir, resume=args.resume, role=role,
+                                     warm_start_dir=args.warm_start)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -41,22 +41,20 @@ from dmi_tf.data.pipeline import evaluation_arrays
 from dmi_tf.errors import UserError
 from dmi_tf.index import IndexConfig, build_index
 from dmi_tf.io_utils import atomic_write_text, published_directory
+from dmi_tf.raw_ids import (
+    ITEM_EMBEDDINGS_FILE,
+    ITEM_IDS_FILE,
+    write_item_embeddings,
+    write_vocabulary_file,
+)
 from dmi_tf.retrieval import retrieve
 from dmi_tf.runs import load_run
+from dmi_tf.warm_start import read_record
 from export import gpu_check, tf_serving
-from export.serving_module import (
-    ServingModule,
-    decode_ids,
-    encode_ids,
-    write_vocabulary_asset,
-)
+from export.serving_module import ServingModule, decode_ids, encode_ids
 from serving import contract
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# The item table for an external index, in the version's assets.extra/: row i of the
-# embeddings is the raw id on line i of the ids.
-ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
-ITEM_IDS_FILE = "item_ids.txt"
 
 SCANN_CAVEAT = (
     "this export uses ScaNN custom ops (op namespace 'Scann'): stock TF-Serving "
@@ -261,7 +259,7 @@ def _write_version(tmp, run_dir, run, model, index, vocabulary, table, name, ver
                    serving) -> ExportResult:
     length = run.config.data.max_length
     with tempfile.TemporaryDirectory() as scratch:
-        module = ServingModule(model, index, write_vocabulary_asset(vocabulary, scratch),
+        module = ServingModule(model, index, write_vocabulary_file(vocabulary, scratch),
                                len(vocabulary), length, k)
         options = tf.saved_model.SaveOptions(namespace_whitelist=list(index.op_namespaces))
         tf.saved_model.save(module, tmp, signatures=module.signatures(), options=options)
@@ -277,9 +275,8 @@ def _write_version(tmp, run_dir, run, model, index, vocabulary, table, name, ver
     _check_parity(loaded, model, index, table, histories, strings, vocabulary, k)
 
     extra = os.path.join(tmp, contract.ASSETS_EXTRA)
-    np.save(os.path.join(extra, ITEM_EMBEDDINGS_FILE), table[1:])
-    with open(os.path.join(extra, ITEM_IDS_FILE), "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(raw + "\n" for raw in vocabulary[1:])
+    # The item table for an external index: row i of the embeddings is the raw id on line i.
+    write_item_embeddings(extra, table, vocabulary)
 
     host_only = {}
     if not index.op_namespaces:
@@ -294,6 +291,7 @@ def _write_version(tmp, run_dir, run, model, index, vocabulary, table, name, ver
     info = {
         "name": name, "version": version, "run": os.path.abspath(run_dir),
         "checkpoint": run.checkpoint,
+        "warm_start": read_record(run_dir),
         "model": run.config.model.name,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "tensorflow": tf.__version__, "k": k, "num_items": len(vocabulary) - 1,

@@ -244,6 +244,24 @@ def test_knn_scale_measures_a_small_catalogue():
     assert row.count("|") == knn_scale.HEADER.splitlines()[0].count("|")
 
 
+def test_warm_start_finds_the_first_step_reaching_the_cold_best():
+    warm_start = load_script("warm_start")
+    history = [{"step": 200, "recall@50": 0.10}, {"step": 400, "recall@50": 0.31},
+               {"step": 600, "recall@50": 0.35}]
+    assert warm_start.reached(history, 0.30) == 400
+    assert warm_start.reached(history, 0.35) == 600
+    assert warm_start.reached(history, 0.40) is None
+
+
+def test_predict_throughput_histories_are_csv_lines_of_known_and_unknown_ids(tmp_path):
+    throughput = load_script("predict_throughput")
+    ids = throughput.write_histories(str(tmp_path / "h.csv"), ["", "a", "b", "c"], 20)
+    lines = (tmp_path / "h.csv").read_text().splitlines()
+    assert len(lines) == 20 and lines[1].startswith("u1,")
+    items = [i for line in lines for i in line.split(",")[1:]]
+    assert len(items) == ids and set(items) == {"a", "b", "c", "not-an-item"}
+
+
 def test_soak_report_counts_failures_and_rss_growth():
     # The soak itself runs ten minutes (benchmarks/soak.py, not run by CI); its summary is
     # checked here on a made-up result.

@@ -3,7 +3,9 @@
 A raw log is what a reader returns: interactions in file order with raw string
 ids. A processed :class:`Dataset` is what ``prepare`` returns and what
 training reads: item indices ``1..N`` (0 is padding), one time-ordered sequence
-per user, split by user into train, valid and test.
+per user, split into train, valid and test: by user (the protocol's split), or
+by time (``dmi_tf.data.time_split``: train before a cut-off, valid and test
+users judged on the windows after it, so a user may appear in several splits).
 """
 
 from __future__ import annotations
@@ -43,12 +45,16 @@ class SplitData:
         ``items[row_splits[u]:row_splits[u+1]]``.
       items: int64 ``[total]``, item indices in ``1..N``, each user's in time order.
       timestamps: float64 ``[total]`` or None when the source had no time column.
+      history_lengths: int64 ``[U]`` or None. Where each evaluated user's history
+        ends: items ``[0, h)`` are the history, the rest the targets (a time split's
+        window start). None: the protocol's cut, the first 80% of each sequence.
     """
 
     user_ids: np.ndarray
     row_splits: np.ndarray
     items: np.ndarray
     timestamps: np.ndarray | None = None
+    history_lengths: np.ndarray | None = None
 
     @property
     def num_users(self) -> int:
@@ -79,7 +85,10 @@ class SplitData:
 
 @dataclasses.dataclass
 class Dataset:
-    """A processed dataset: three user-disjoint splits over one item vocabulary.
+    """A processed dataset: three splits over one item vocabulary.
+
+    The splits are user-disjoint unless valid and test carry ``history_lengths``
+    (a time split: the same user trains on its past and is judged on a later window).
 
     Attributes:
       train, valid, test: the splits.

@@ -8,7 +8,9 @@ the same thing as in its code). Sampling is vectorised per batch and stateless
 per sample.
 
 Evaluation: the first 80% of a user's sequence (rounded down) is the history,
-of which the model sees the last ``L`` items; the rest are the targets.
+of which the model sees the last ``L`` items; the rest are the targets. A split
+that records where each user's history ends (``SplitData.history_lengths``, a
+time split's window start) is cut there instead.
 
 Every element is a dict; the padding id 0 doubles as the mask
 (``history > 0``), so there is no separate mask tensor to keep in sync.
@@ -138,21 +140,28 @@ def training_dataset(split: SplitData, max_length: int, batch_size: int,
 
 def evaluation_arrays(split: SplitData, max_length: int,
                       history_share: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The protocol's evaluation cut, as arrays.
+    """The evaluation cut, as arrays.
+
+    Each user's history is the first ``split.history_lengths[u]`` items when the
+    split records them (a time split), else the protocol's first
+    ``floor(0.8 n)``; the model sees its last ``L`` items (``history_window``).
 
     Returns:
       ``(history [U, L], target_items [total], target_row_splits [U + 1])``:
-      the left-aligned, zero-padded last ``L`` items of each user's first
-      ``floor(0.8 n)`` items, and the remaining items as ragged targets.
+      the left-aligned, zero-padded last ``L`` items of each user's history, and
+      the remaining items as ragged targets.
     """
     lengths = split.lengths()
-    cut = (lengths * history_share).astype(np.int64)
+    if split.history_lengths is not None:
+        cut = np.asarray(split.history_lengths, np.int64)
+    else:
+        cut = (lengths * history_share).astype(np.int64)
     if np.any(cut < 1) or np.any(cut >= lengths):
         bad = int(np.argmax((cut < 1) | (cut >= lengths)))
         raise DataError(
-            f"user {int(split.user_ids[bad])} has {int(lengths[bad])} interactions; evaluation "
-            "needs at least 2 so that history and targets are both non-empty (prepare keeps "
-            "users with >= 5).")
+            f"user {int(split.user_ids[bad])} has {int(lengths[bad])} interactions and a history "
+            f"of {int(cut[bad])}; evaluation needs a non-empty history and at least one target "
+            "(prepare keeps users with >= 5 interactions, and a time split users with both).")
     starts = split.row_splits[:-1]
     history = history_window(tf.constant(split.items, tf.int32), tf.constant(starts, tf.int32),
                              tf.constant(starts + cut, tf.int32), max_length).numpy()

@@ -9,6 +9,13 @@ Split files have one interaction a line, each user's lines in time order, in eit
 ``1..N`` (0 is padding). ``item_map.txt`` holds ``raw_item_id,index`` lines (ComiRec's form).
 ComiRec's and REMI's released folders name the files ``<name>_train.txt``, ...,
 ``<name>_item_map.txt``; :func:`load_dataset` reads those as they are.
+
+A time split (``prepare --split time``) adds ``valid_cut.txt`` and ``test_cut.txt``,
+``user_id,history_length`` lines, one per user of the split: the user's first
+``history_length`` items are the history, the rest the targets of its window
+(``SplitData.history_lengths``). Its splits share users (a valid user's history is
+also training data), so only a folder with cut files may repeat a user across splits;
+without them a split is cut as the protocol says (80% history).
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ _HOW_TO_MAKE = (
 _SPLIT_FORM = ("'user_id,item_id,position' or 'user_id,item_id,position,timestamp' "
                "(integers; item_id >= 1), e.g. '0,17,0,881250949'")
 _ITEM_MAP_FORM = "'raw_item_id,index' with index >= 1, e.g. 'B000123,1'"
+_CUT_FORM = "'user_id,history_length' with history_length >= 1, e.g. '17,12'"
+# Suffix of a split's cut file: valid.txt -> valid_cut.txt.
+CUT_SUFFIX = "_cut"
 _CHUNK = 1 << 16  # lines formatted per write
 
 
@@ -106,8 +116,10 @@ def _file_holds(path: str, blocks: list[str]) -> bool:
 
 def _dataset_files(folder: str) -> list[str]:
     """The files of ``folder`` that ``load_dataset`` would read as (part of) a data set."""
-    names = (f"{s}.txt" for s in (*SPLITS, ITEM_MAP, "item_cate"))
-    suffixes = tuple(f"_{s}.txt" for s in (*SPLITS, ITEM_MAP, "item_cate"))
+    # A time split's cut files too: left beside another data set, they would be read with it.
+    parts = (*SPLITS, ITEM_MAP, "item_cate", *(f"{s}{CUT_SUFFIX}" for s in SPLITS))
+    names = (f"{s}.txt" for s in parts)
+    suffixes = tuple(f"_{s}.txt" for s in parts)
     wanted = set(names)
     return sorted(n for n in os.listdir(folder) if n in wanted or n.endswith(suffixes))
 
@@ -136,6 +148,7 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
     contents = {f"{s}.txt": _split_text(getattr(dataset, s)) for s in SPLITS}
     contents[f"{ITEM_MAP}.txt"] = ["".join(f"{raw},{index}\n" for index, raw
                                            in enumerate(dataset.vocabulary[1:], start=1))]
+    contents.update(_cut_texts(dataset))
     if os.path.isdir(out_dir) and (existing := _dataset_files(out_dir)):
         if all(_file_holds(os.path.join(out_dir, f), blocks) for f, blocks in contents.items()):
             return  # this very data set (a re-run): its files, and any beside them, stand
@@ -167,6 +180,17 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike) -> None:
                         "choose a writable --out with free space") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cut_texts(dataset: Dataset) -> dict[str, list[str]]:
+    """``<split>_cut.txt`` contents for the splits that record history lengths."""
+    texts = {}
+    for s in SPLITS:
+        split = getattr(dataset, s)
+        if split.history_lengths is not None:
+            pairs = zip(split.user_ids.tolist(), split.history_lengths.tolist(), strict=True)
+            texts[f"{s}{CUT_SUFFIX}.txt"] = ["".join(f"{u},{h}\n" for u, h in pairs)]
+    return texts
 
 
 # ---------------------------------------------------------------------------
@@ -340,6 +364,39 @@ def _read_item_categories(path: str, size: int) -> np.ndarray:
     return categories
 
 
+def _read_cuts(path: str, split: SplitData) -> np.ndarray:
+    """A split's cut file -> int64 ``[U]`` history lengths in the split's user order.
+
+    Every user of the split needs exactly one line, with ``1 <= history_length <
+    its number of items`` (a non-empty history and at least one target).
+    """
+    row = {u: k for k, u in enumerate(split.user_ids.tolist())}
+    lengths = np.full(split.num_users, -1, np.int64)
+    sizes = split.lengths()
+    for lineno, line in iter_lines(path):
+        try:
+            user, length = (_parse_int(f) for f in line.split(","))
+        except ValueError:  # not two fields, or not integers
+            raise bad_line(path, lineno, line, "not a user id and a history length",
+                           _CUT_FORM) from None
+        k = row.get(user)
+        if k is None:
+            raise bad_line(path, lineno, line, f"user {user} is not in the split", _CUT_FORM)
+        if lengths[k] >= 0:
+            raise bad_line(path, lineno, line, f"user {user} already has a cut", _CUT_FORM)
+        if not 1 <= length < sizes[k]:
+            raise bad_line(path, lineno, line,
+                           f"user {user} has {int(sizes[k])} items, so its history length "
+                           f"must be 1..{int(sizes[k]) - 1}", _CUT_FORM)
+        lengths[k] = length
+    if np.any(lengths < 0):
+        missing = int(split.user_ids[np.argmax(lengths < 0)])
+        raise DataError(f"{path} has no line for user {missing} ({int(np.sum(lengths < 0))} "
+                        "users of the split have none); every user needs a history length: "
+                        f"{_HOW_TO_MAKE} --split time")
+    return lengths
+
+
 def _check_items_are_mapped(files: dict[str, str], splits: dict[str, SplitData],
                             mapping: dict[int, str], item_map_path: str) -> None:
     """Raises DataError, naming the first line, if a split holds an item the item map lacks.
@@ -367,7 +424,8 @@ def load_dataset(path: str | os.PathLike, name: str | None = None) -> Dataset:
     """Loads a processed split folder (3- or 4-column split files, optional item map).
 
     Each split's users keep their first-appearance order in the file; each user's items are
-    ordered by position (stable). An ``item_cate.txt`` beside the splits gives item categories.
+    ordered by position (stable). An ``item_cate.txt`` beside the splits gives item categories;
+    ``valid_cut.txt`` and ``test_cut.txt`` (a time split) give each user's history length.
     Without ``item_map.txt`` the vocabulary is
     ``["", "1", ..., str(max_item_id)]``; with it, ``vocabulary[index]`` is the raw id, every
     item of the splits must be in the map, and indices the map skips (rows no split uses)
@@ -375,7 +433,8 @@ def load_dataset(path: str | os.PathLike, name: str | None = None) -> Dataset:
 
     Raises:
       DataError: a missing folder or file, a malformed line, an item id < 1, a user in two
-        splits, an empty train split, or (with an item map) an item the map lacks.
+        splits (allowed when valid and test have cut files), a cut file not covering its
+        split, an empty train split, or (with an item map) an item the map lacks.
     """
     folder = os.fspath(path)
     contains = ("train.txt, valid.txt and test.txt (optionally item_map.txt), or ComiRec's "
@@ -402,7 +461,14 @@ def load_dataset(path: str | os.PathLike, name: str | None = None) -> Dataset:
     if splits["train"].num_interactions == 0:
         raise DataError(f"{files['train']} has no interactions; the train split must not be "
                         f"empty: {_HOW_TO_MAKE}")
-    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+    for s in ("valid", "test"):  # the evaluated splits
+        cut_path = files[s][: -len(".txt")] + f"{CUT_SUFFIX}.txt"
+        if os.path.isfile(cut_path):
+            splits[s].history_lengths = _read_cuts(cut_path, splits[s])
+    # A time split shares users between splits; its evaluated splits say where to cut.
+    timed = all(splits[s].history_lengths is not None for s in ("valid", "test"))
+    disjoint = () if timed else (("train", "valid"), ("train", "test"), ("valid", "test"))
+    for a, b in disjoint:
         both = np.intersect1d(splits[a].user_ids, splits[b].user_ids)
         if len(both):
             raise DataError(

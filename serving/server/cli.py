@@ -28,6 +28,7 @@ from serving.server.core import (
     ModelServer,
     RequestLimits,
 )
+from serving.server.monitoring import MonitoringConfig, read_monitoring_config
 from serving.server.rest import RestOptions
 
 log = logging.getLogger("serving.server")
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--model_base_path", help="directory holding numbered version dirs")
     flag("--model_config_file", help="ModelServerConfig text proto (replaces --model_name "
          "and --model_base_path), e.g. the export's MODEL_BASE/models.config")
+    flag("--monitoring_config_file", help="MonitoringConfig text proto, e.g. "
+         'prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }: '
+         "Prometheus metrics on the REST port")
     flag("--enable_batching", type=_bool, nargs="?", const=True, default=False)
     flag("--batching_parameters_file", help="BatchingParameters text proto")
     for name in ("max_batch_size", "batch_timeout_micros", "num_batch_threads",
@@ -166,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
         models = models_from_args(args)
         batching = batching_from_args(args)
+        monitoring = (read_monitoring_config(args.monitoring_config_file)
+                      if args.monitoring_config_file else MonitoringConfig())
+        if monitoring.enable and not args.rest_api_port:
+            raise ValueError(f"{args.monitoring_config_file} enables Prometheus metrics, which "
+                             "are served on the REST port: pass --rest_api_port too")
         for name, path in models.items():
             if not os.path.isdir(path):
                 raise ValueError(
@@ -183,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     server = ModelServer(models, batching, args.file_system_poll_wait_seconds,
                          args.enable_model_warmup,
-                         RequestLimits(args.max_request_elements, args.max_request_bytes))
+                         RequestLimits(args.max_request_elements, args.max_request_bytes),
+                         monitoring)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

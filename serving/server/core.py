@@ -40,6 +40,7 @@ from tensorflow_serving.apis import (
 from serving import contract, tensors
 from serving.server.batching import BatchingOptions, Task
 from serving.server.errors import ServingError, invalid
+from serving.server.monitoring import Metrics, MonitoringConfig
 from serving.server.rest import RestOptions, RestServer
 from serving.server.servable import Servable, TensorInfo
 from serving.server.versions import LOG_WINDOW, Model
@@ -147,12 +148,17 @@ class ModelServer:
       warmup: replay each version's ``assets.extra/tf_serving_warmup_requests``
         before serving it.
       limits: the largest request accepted (also the largest padded batch).
+      monitoring: Prometheus metrics on the REST port (``serving.server.monitoring``);
+        needs a REST port when enabled.
     """
 
     def __init__(self, models: dict[str, str], batching: BatchingOptions | None = None,
                  poll_seconds: float = 1.0, warmup: bool = True,
-                 limits: RequestLimits | None = None):
+                 limits: RequestLimits | None = None,
+                 monitoring: MonitoringConfig | None = None):
         self.limits = limits or RequestLimits()
+        self.monitoring = monitoring or MonitoringConfig()
+        self.metrics = Metrics()
         self.models = {name: Model(name, path, batching, warmup, self.limits.max_elements)
                        for name, path in models.items()}
         self.poll_seconds = poll_seconds
@@ -363,7 +369,16 @@ class ModelServer:
     def start(self, port: int = 8500, host: str = "127.0.0.1", rest_port: int = 0,
               max_threads: int | None = None, channel_args: Iterable[tuple[str, object]] = (),
               log_interval: float = 10.0, rest_options: RestOptions | None = None) -> None:
-        """Loads the models, then listens (port 0 picks a free port: see ``self.port``)."""
+        """Loads the models, then listens (port 0 picks a free port: see ``self.port``).
+
+        Raises:
+          OSError: a port cannot be bound.
+          ValueError: monitoring is enabled without a REST port (TF-Serving serves the
+            metrics on its REST port only).
+        """
+        if self.monitoring.enable and not rest_port:
+            raise ValueError("monitoring (prometheus_config enable: true) is served on the REST "
+                             "port: pass --rest_api_port too")
         self.load()
         # The user's arguments replace the defaults (a dict keeps the last value of a key).
         options = dict([("grpc.max_receive_message_length", INT32_MAX),
@@ -436,7 +451,9 @@ class ModelServer:
 
     # ---- the gRPC entry point shared by the servicers
 
-    def handle(self, method: str, call: Callable[[], object], context, rows: int = 0):
+    def handle(self, method: str, call: Callable[[], object], context, rows: int = 0,
+               model_name: str | None = None):
+        """Runs a gRPC call; ``model_name`` (Predict's) counts it in the monitoring metrics."""
         start = time.monotonic()
         code = grpc.StatusCode.OK
         try:
@@ -452,7 +469,10 @@ class ModelServer:
             log.exception("internal error in %s", method)
             context.abort(code, f"{type(e).__name__}: {e}")
         finally:
-            self.stats.record(method, code, time.monotonic() - start, rows)
+            seconds = time.monotonic() - start
+            self.stats.record(method, code, seconds, rows)
+            if model_name is not None:
+                self.metrics.record(model_name, "predict", "GRPC", code.name, seconds)
 
 
 def _rows_of(request: predict_pb2.PredictRequest) -> int:
@@ -476,7 +496,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         return self._server.handle(
             "Predict", lambda: self._server.predict(request, on_tasks), context,
-            _rows_of(request))
+            _rows_of(request), request.model_spec.name)
 
     def GetModelMetadata(self, request, context):
         return self._server.handle("GetModelMetadata", lambda: self._server.metadata(request),

@@ -57,6 +57,7 @@ from waitress.task import WSGITask
 
 from serving import contract, tensors
 from serving.server.errors import ServingError, invalid
+from serving.server.monitoring import CONTENT_TYPE
 
 if TYPE_CHECKING:  # the core starts this front end; the annotation only names it
     from serving.server.core import ModelServer
@@ -237,8 +238,17 @@ class RestApi:
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
         path = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+        monitoring = self.core.monitoring
+        if monitoring.enable and method == "GET" and path.split("?", 1)[0] == monitoring.path:
+            data = self.core.metrics.render(self.core.models).encode("utf-8")
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE),
+                                      ("Content-Length", str(len(data)))])
+            return [data]
         start = time.monotonic()
         code = grpc.StatusCode.OK
+        match = _REST_PATH.match(path.split("?", 1)[0])
+        predicted = (match["name"] if match and method == "POST" and match["rest"] == ":predict"
+                     else None)  # TF-Serving's request metrics count Predict calls
         try:
             body = self._dispatch(method, path.split("?", 1)[0], environ)
             status = HTTPStatus.OK
@@ -251,7 +261,10 @@ class RestApi:
             log.exception("internal error in REST %s %s", method, path)
             status = HTTPStatus.INTERNAL_SERVER_ERROR
             body = {contract.REST_ERROR_KEY: f"{type(e).__name__}: {e}"}
-        self.core.stats.record(f"REST {method}", code, time.monotonic() - start, 0)
+        seconds = time.monotonic() - start
+        self.core.stats.record(f"REST {method}", code, seconds, 0)
+        if predicted is not None:
+            self.core.metrics.record(predicted, "predict", "REST", code.name, seconds)
         data = json.dumps(body).encode("utf-8")
         start_response(f"{int(status)} {HTTPStatus(status).phrase}",
                        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])

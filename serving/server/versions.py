@@ -103,6 +103,8 @@ class Model:
         self._lock = threading.Lock()
         # (rows, seconds) of recent model calls, for the log; bounded when nobody reads it.
         self.runs: collections.deque = collections.deque(maxlen=LOG_WINDOW)
+        # (version path, "success" | "fail") -> loads attempted, for the monitoring endpoint.
+        self.load_attempts: collections.Counter = collections.Counter()
         self.batcher = (Batcher(batching, self._run_batch, max_batch_elements) if batching
                         else None)
 
@@ -159,6 +161,7 @@ class Model:
                              count)
         except Exception as e:  # a bad version must not take the server down
             self._failed[newest] = contents
+            self.load_attempts[(path, "fail")] += 1
             code = e.code if isinstance(e, ServingError) else grpc.StatusCode.UNKNOWN
             self.states[newest] = _VersionState(_State.END, f"{type(e).__name__}: {e}", code)
             log.error("Loading servable version {name: %s version: %d} failed: %s",
@@ -167,6 +170,7 @@ class Model:
         with self._lock:
             old, self.current = self.current, servable
         self.states[newest] = _VersionState(_State.AVAILABLE)
+        self.load_attempts[(path, "success")] += 1
         log.info("Successfully loaded servable version {name: %s version: %d} in %.1f s",
                  self.name, newest, time.monotonic() - start)
         if old is not None:

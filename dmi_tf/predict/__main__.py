@@ -1,0 +1,5 @@
+import sys
+
+from dmi_tf.predict.cli import main
+
+sys.exit(main())
