@@ -128,7 +128,8 @@ def versions_of_a_log(tmp_path):
 # The dataclass defaults, not the CLI's default run (dmi_tf/default.yaml).
 LIBRARY_DEFAULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "library_defaults.yaml")
-SMALL_RUN = ["--config", LIBRARY_DEFAULTS, "model.name=dmi", "model.embedding_dim=16", "model.num_interests=2",
+SMALL_RUN = ["--config", LIBRARY_DEFAULTS, "model.name=dmi", "model.embedding_dim=16",
+             "model.num_interests=2",
              "train.max_steps=100", "train.steps_per_eval=50", "loss.num_negatives=64"]
 
 
