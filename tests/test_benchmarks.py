@@ -282,3 +282,23 @@ def test_soak_report_counts_failures_and_rss_growth():
     assert "700 MB after 60 s of load (the start), 721 MB at the end (max 730): growth +3.0%" \
         in text
     assert text.endswith("- `bad unknown model: HTTP 500`")
+
+
+@pytest.mark.slow
+def test_quality_tabulates_finished_runs_only_with_no_train_and_takes_named_configs(
+        tmp_path, capsys):
+    quality = load_script("quality")
+    (tmp_path / "cfg_pop.yaml").write_text("model:\n  name: most_popular\n")
+    (tmp_path / "cfg_dnn.yaml").write_text("model:\n  name: youtube_dnn\n")
+    out = str(tmp_path / "runs")
+    common = ["--config", str(tmp_path / "cfg_{model}.yaml"), "--seeds", "0", "--out", out,
+              "data.synthetic.num_users=150", "data.synthetic.num_items=100"]
+    # Names that are configs, not models: "pop" is a MostPopular config, so one run trains.
+    assert quality.main(["--models", "pop", *common]) == 0
+    capsys.readouterr()
+    assert quality.main(["--models", "pop,dnn", "--no-train", *common]) == 0
+    table = capsys.readouterr().out
+    assert "| pop | 1 |" in table and "| dnn |" not in table
+    assert not os.path.exists(os.path.join(out, "dnn-seed0"))
+    with pytest.raises(SystemExit, match="unknown model"):
+        quality.main(["--models", "nope", *common])
