@@ -95,7 +95,10 @@ def test_sigkilled_run_resumes_where_it_was_and_matches_an_uninterrupted_run(tmp
 def test_ctrl_c_prints_how_to_resume_and_the_run_resumes(tmp_path):
     # Ctrl-C printed a 42-line traceback (the resume itself was exact).
     run_dir = str(tmp_path / "run")
-    process = subprocess.Popen([sys.executable, "-m", "dmi_tf.train", "--out", run_dir, *ARGS],
+    # Long enough that the Ctrl-C lands mid-run on a fast idle machine too (80 steps could
+    # finish, and remove the backup, between two looks at it).
+    args = [*ARGS, "train.max_steps=2000", "train.patience=1000"]
+    process = subprocess.Popen([sys.executable, "-m", "dmi_tf.train", "--out", run_dir, *args],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
     try:
@@ -114,7 +117,7 @@ def test_ctrl_c_prints_how_to_resume_and_the_run_resumes(tmp_path):
     assert err.strip().splitlines()[-1] == (
         f"interrupted: the same command (--out {run_dir}) resumes the run from its last "
         "checkpoint")
-    assert train.main(["--out", run_dir, *ARGS]) == 0
+    assert train.main(["--out", run_dir, *args]) == 0
 
 
 # --- what a run directory may hold -------------------------------------------------------
