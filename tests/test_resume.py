@@ -91,6 +91,13 @@ def test_sigkilled_run_resumes_where_it_was_and_matches_an_uninterrupted_run(tmp
     assert not os.path.exists(os.path.join(run_dir, "backup"))
 
 
+def _interruptible():
+    # A shell's background job starts with SIGINT ignored, and Python keeps ignoring it:
+    # give the child the default disposition so the test's Ctrl-C reaches it wherever
+    # the suite runs.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_prints_how_to_resume_and_the_run_resumes(tmp_path):
     # Ctrl-C printed a 42-line traceback (the resume itself was exact).
@@ -100,7 +107,8 @@ def test_ctrl_c_prints_how_to_resume_and_the_run_resumes(tmp_path):
     args = [*ARGS, "train.max_steps=2000", "train.patience=1000"]
     process = subprocess.Popen([sys.executable, "-m", "dmi_tf.train", "--out", run_dir, *args],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+                               text=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+                               preexec_fn=_interruptible)
     try:
         backup = os.path.join(run_dir, "backup")
         deadline = time.monotonic() + TIMEOUT
