@@ -11,7 +11,8 @@ import errno
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 
 def _create_unique(folder: str, prefix: str, suffix: str, create):
@@ -42,15 +43,19 @@ def new_directory(folder: str, prefix: str) -> str:
     return _create_unique(folder, prefix, "", lambda path: os.mkdir(path, 0o777))[1]
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Calls ``write(f)`` on a temporary binary file beside ``path``, then renames it there.
+
+    Readers see the old file or the whole new one, never a part; the temporary
+    file is removed if ``write`` fails.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = new_file(folder, f".{os.path.basename(path)}.", ".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -58,6 +63,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` (UTF-8, newlines as given) to ``path`` atomically (``atomic_write``)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 @contextlib.contextmanager

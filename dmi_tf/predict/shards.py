@@ -18,7 +18,7 @@ import re
 import numpy as np
 
 from dmi_tf.errors import UserError
-from dmi_tf.io_utils import atomic_write_text
+from dmi_tf.io_utils import atomic_write, atomic_write_text
 
 MANIFEST = "predict.json"
 SHARD_FORMATS = ("npz", "parquet")
@@ -90,21 +90,13 @@ class ShardFolder:
 
     def write(self, index: int, columns: dict[str, np.ndarray]) -> None:
         """Writes shard ``index`` (``columns``: equally long arrays) atomically."""
-        final = os.path.join(self.out_dir, shard_name(index, self.format))
-        tmp = os.path.join(self.out_dir, f".{shard_name(index, self.format)}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                if self.format == "npz":
-                    np.savez(f, **columns)
-                else:
-                    _write_parquet(f, columns)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        def write(f):
+            if self.format == "npz":
+                np.savez(f, **columns)
+            else:
+                _write_parquet(f, columns)
+
+        atomic_write(os.path.join(self.out_dir, shard_name(index, self.format)), write)
         self.complete_shards.add(index)
 
     def finish(self, summary: dict) -> None:
