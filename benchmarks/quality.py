@@ -170,12 +170,17 @@ def run_header(script: str, argv) -> str:
 
 
 def write_section(path: str, title: str, body: str) -> None:
-    """Replaces (or appends) the section headed ``## title`` of a Markdown file."""
+    """Replaces the section headed ``title`` of a Markdown file, at whatever heading level
+    it has (a ``###`` subsection stays one), or appends it as a ``##`` section."""
     text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n"
-    section = f"## {title}\n\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
+    found = re.search(rf"^(#{{2,6}}) {re.escape(title)}\n", text, re.M)
+    hashes = found.group(1) if found else "##"
+    section = f"{hashes} {title}\n\n{body.rstrip()}\n"
+    if found:
+        # The section runs to the next heading of its own level or above.
+        end = re.compile(rf"^#{{1,{len(hashes)}}} ", re.M).search(text, found.end())
+        rest = text[end.start():] if end else ""
+        text = (text[:found.start()] + section + ("\n" + rest if rest else "")).rstrip() + "\n"
     else:
         text = text.rstrip() + "\n\n" + section
     atomic_write_text(path, text)

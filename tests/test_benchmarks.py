@@ -302,3 +302,15 @@ def test_quality_tabulates_finished_runs_only_with_no_train_and_takes_named_conf
     assert not os.path.exists(os.path.join(out, "dnn-seed0"))
     with pytest.raises(SystemExit, match="unknown model"):
         quality.main(["--models", "nope", *common])
+
+
+def test_a_section_is_rewritten_at_its_own_heading_level(tmp_path):
+    quality = load_script("quality")
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# B\n\n## Pairs\n\nintro\n\n### One\n\nold one\n\n### Two\n\nold two\n\n"
+                      "## Later\n\nkept\n")
+    quality.write_section(str(report), "One", "new one")
+    quality.write_section(str(report), "Two", "new two")
+    quality.write_section(str(report), "Fresh", "appended")
+    assert report.read_text() == ("# B\n\n## Pairs\n\nintro\n\n### One\n\nnew one\n\n### Two\n\n"
+                                  "new two\n\n## Later\n\nkept\n\n## Fresh\n\nappended\n")
