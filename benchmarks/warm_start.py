@@ -116,12 +116,12 @@ def run(args) -> str:
         ratios.append(ratio)
         cold_best.append(best)
         warm_best.append(max(h[METRIC] for h in warm["history"]))
+        thirds.append(by_third)
         rows.append([str(seed), f"{best:.4f} @ {cold['best_step']}", f"{zero:.4f}",
                      "not reached" if step is None else str(step), f"{ratio:.2f}",
                      f"{by_third:.4f}", f"{warm_best[-1]:.4f} @ {warm['best_step']}",
                      f"{cold['test'][METRIC]:.4f}", f"{warm['test'][METRIC]:.4f}",
                      f"{cold['steps']} / {warm['steps']}"])
-        thirds.append(by_third)
     rows.append(["mean", mean_spread(cold_best), "", "", mean_spread(ratios),
                  mean_spread(thirds), mean_spread(warm_best), "", "", ""])
     header = ["seed", f"cold: best valid {METRIC} @ step", f"warm: valid {METRIC} at step 0",
