@@ -13,13 +13,17 @@ both validate on the window after their training period. For each seed:
 * ``cold``: a cold run on today's split (``--cold`` reuses finished runs, e.g.
   the quality benchmark's on the same folder);
 * ``warm``: today's split with ``--warm-start old``, the same config and seed
-  (``--warm`` overrides apply to it alone, e.g. ``train.learning_rate=0.0005``).
+  (``--warm`` overrides apply to it alone, e.g. ``train.warm_start_targets=all``).
+  By default it trains on the interactions newer than the old run's data, so its
+  epoch, and with ``epochs_per_eval`` its validation interval, is a pass over those.
 
 Today's folder is prepared without ``--vocabulary`` so that cold and warm train on
 identical files (the warm start carries item rows by raw id). The table gives the
 cold run's best validation R@50 and its step, the warm-started model's R@50
 before its first step, the first validation step at which the warm run reaches
-the cold run's best, and the ratio of the two step counts.
+the cold run's best, the ratio of the two step counts, and how many of the warm
+run's validations from then on stay at or above the cold best (a lucky peak
+would not).
 """
 
 from __future__ import annotations
@@ -110,6 +114,8 @@ def run(args) -> str:
         if zero >= best:
             step = 0
         ratio = step / cold["best_step"] if step is not None else float("nan")
+        after = [h[METRIC] for h in warm["history"] if step is not None and h["step"] >= step]
+        held = f"{sum(m >= best for m in after)} / {len(after)}" if after else ""
         # How far the warm run got in the budget the target allows: a third of the cold steps.
         by_third = max([zero, *(h[METRIC] for h in warm["history"]
                                 if h["step"] <= cold["best_step"] / 3)])
@@ -118,14 +124,15 @@ def run(args) -> str:
         warm_best.append(max(h[METRIC] for h in warm["history"]))
         thirds.append(by_third)
         rows.append([str(seed), f"{best:.4f} @ {cold['best_step']}", f"{zero:.4f}",
-                     "not reached" if step is None else str(step), f"{ratio:.2f}",
+                     "not reached" if step is None else str(step), f"{ratio:.2f}", held,
                      f"{by_third:.4f}", f"{warm_best[-1]:.4f} @ {warm['best_step']}",
                      f"{cold['test'][METRIC]:.4f}", f"{warm['test'][METRIC]:.4f}",
                      f"{cold['steps']} / {warm['steps']}"])
-    rows.append(["mean", mean_spread(cold_best), "", "", mean_spread(ratios),
+    rows.append(["mean", mean_spread(cold_best), "", "", mean_spread(ratios), "",
                  mean_spread(thirds), mean_spread(warm_best), "", "", ""])
     header = ["seed", f"cold: best valid {METRIC} @ step", f"warm: valid {METRIC} at step 0",
               "warm: first step ≥ cold best", "steps warm / cold",
+              "warm: validations ≥ cold best from that step",
               f"warm: best valid {METRIC} within ⅓ of the cold steps",
               f"warm: best valid {METRIC} @ step", f"cold test {METRIC}", f"warm test {METRIC}",
               "steps run cold / warm"]
@@ -157,10 +164,12 @@ def main(argv=None) -> int:
         body = (run_header("warm_start.py", argv)
                 + f"Yesterday: train on the first {args.old_fractions.split(',')[0]} of the "
                 f"interactions; today: the first {args.new_fractions.split(',')[0]}; both "
-                "validate on the next window. Cold and warm train on the same folder with the "
+                "validate on the next window. Cold and warm runs read the same folder with the "
                 "same config and seed"
                 + (f", the warm runs with `{' '.join(args.warm)}`" if args.warm else "")
-                + "; validation as the config sets it.\n\n" + table)
+                + "; a warm run trains on what the old run had not seen unless "
+                "`train.warm_start_targets=all`, and validates as the config sets it, once per "
+                "pass over its targets with `epochs_per_eval: 1`.\n\n" + table)
         write_section(args.write, args.title, body)
     return 0
 

@@ -36,15 +36,20 @@ class Budget:
                 f"{self.steps_per_eval:,} steps")
 
 
-def training_budget(config: config_lib.Config, train: SplitData) -> Budget:
+def training_budget(config: config_lib.Config, train: SplitData,
+                    targets_after: float | None = None) -> Budget:
     """The step budget of ``config`` on the training split ``train``.
+
+    ``targets_after``: only interactions newer than it are targets (a warm start's
+    new data, ``pipeline.first_targets``), so an epoch is a pass over those.
 
     Raises:
       ConfigError: ``train.checkpoint_steps`` does not divide the validation interval
         that ``train.epochs_per_eval`` gives on this data.
     """
     tc, data = config.train, config.data
-    targets = targets_per_epoch(train, data.min_target_position, data.training_targets)
+    targets = targets_per_epoch(train, data.min_target_position, data.training_targets,
+                                targets_after)
     steps_per_epoch = max(1, math.ceil(targets / tc.batch_size))
     steps_per_eval = tc.steps_per_eval
     if tc.epochs_per_eval is not None:

@@ -212,6 +212,10 @@ class TrainConfig:
     # momentum (0.999 averages about the last 1,000 steps). It touches every row of
     # the item table each step, so it is for catalogues that fit that cost.
     ema_momentum: float = 0.0
+    # A warm-started run (train --warm-start) trains on what its source has not seen
+    # (new: targets newer than the source run's newest training interaction; the
+    # histories still reach back) or on all the data again (all). docs/lifecycle.md.
+    warm_start_targets: Literal["new", "all"] = "new"
 
 
 @dataclasses.dataclass

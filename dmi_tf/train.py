@@ -19,7 +19,8 @@ RUN_DIR receives:
   run has finished;
 * ``tensorboard/``: training loss and validation metrics;
 * ``metrics.json``: validation and test metrics of the model and of the
-  MostPopular baseline;
+  MostPopular baseline, and the newest training timestamp (``train_data_end``:
+  what a run warm-started from this one counts as new);
 * ``warm_start.json``: with ``--warm-start``, the run it started from
   (``dmi_tf/warm_start.py``; also under ``warm_start`` in ``metrics.json``).
 
@@ -53,7 +54,7 @@ from dmi_tf.evaluate import evaluate, evaluate_choosing_interests
 from dmi_tf.io_utils import atomic_write_text
 from dmi_tf.models import build_model
 from dmi_tf.training import fit
-from dmi_tf.warm_start import check_start, warm_start
+from dmi_tf.warm_start import check_start, new_data_start, train_data_end, warm_start
 from dmi_tf.warm_start import describe as describe_warm_start
 from dmi_tf.warm_start import write_record as write_warm_start
 
@@ -191,7 +192,9 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
         config, model=dataclasses.replace(config.model, name="most_popular")),
         dataset.num_items, dataset.train)
     popular = {"valid": evaluate_on(baseline, valid), "test": evaluate_on(baseline, test)}
+    # What a later run warm-started from this one counts as new (dmi_tf/warm_start.py).
     results = {"model": config.model.name, "dataset": dataset.summary(),
+               "train_data_end": train_data_end(dataset.train),
                "baselines": {"most_popular": popular}}
     if config.model.name == "most_popular":
         results.update(popular)
@@ -201,9 +204,13 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
             model = build_model(config, dataset.num_items, dataset.train)
             if warm_start_dir is not None:  # the weights, in the scope; the source's outside it
                 model.interests(tf.zeros([1, L], tf.int32))
+        targets_after = None
         if warm_start_dir is not None:
-            results["warm_start"] = started = warm_start(
-                model, config, dataset.vocabulary, warm_start_dir)
+            targets = (new_data_start(config, dataset.train, warm_start_dir)
+                       or {"targets_after": None})
+            results["warm_start"] = started = {
+                **warm_start(model, config, dataset.vocabulary, warm_start_dir), **targets}
+            targets_after = started["targets_after"]
             write_warm_start(out_dir, started)
             log.info(describe_warm_start(started))
         if isinstance(model, tf.keras.Model):
@@ -211,7 +218,8 @@ def train_and_evaluate(config: config_lib.Config, run_dir: str, verbose: int | N
                                lambda: evaluate_choosing_interests(
                                    model, lambda: evaluate_on(model, valid),
                                    config.eval.selection_metric),
-                               verbose, strategy=strategy, role=role, resume=resume))
+                               verbose, strategy=strategy, role=role, resume=resume,
+                               targets_after=targets_after))
         # The test split is read once, with the selected weights (and interest choice).
         results["valid"] = evaluate_on(model, valid)
         results["test"] = evaluate_on(model, test)

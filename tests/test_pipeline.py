@@ -97,3 +97,40 @@ def test_every_target_position_is_a_target_once_per_epoch():
 
     np.testing.assert_array_equal(first_batches(3), first_batches(3))  # reproducible
     assert not np.array_equal(first_batches(3), first_batches(4))
+
+
+def test_targets_after_a_time_are_the_newer_interactions_with_full_histories():
+    import pytest
+
+    from dmi_tf.data.pipeline import first_targets, targets_per_epoch
+    from dmi_tf.errors import DataError
+
+    _, seqs = split()
+    # User u's i-th interaction happens at time 10 * i + u: after 60.5, every user's from
+    # position 6 on (60 + u > 60.5 for u >= 1; user 0 has 5 items, so none).
+    times = [[10.0 * i + u for i in range(len(s))] for u, s in enumerate(seqs)]
+    data = SplitData.from_sequences([10, 11, 12, 13], seqs, times)
+    first = first_targets(data, 4, after=60.5)
+    np.testing.assert_array_equal(first, [5, 6, 6, 6])  # user 0 has 5 items: none newer
+    assert targets_per_epoch(data, 4, "every", after=60.5) == 0 + 6 + 24 + 1
+    assert targets_per_epoch(data, 4, "random", after=60.5) == 3  # users with a new target
+    np.testing.assert_array_equal(first_targets(data, 4, after=15.0), [4, 4, 4, 4])  # 4 is first
+    by_first = {s[0]: s for s in seqs}
+    for targets in ("every", "random"):
+        seen = set()
+        for b in training_dataset(data, 8, 4, seed=1, targets=targets, after=60.5).take(40):
+            for h, t in zip(b["history"].numpy(), b["target"].numpy(), strict=True):
+                u = t // 100 - 1
+                k = by_first[100 * (u + 1)].index(t)
+                assert times[u][k] > 60.5
+                expected = seqs[u][max(0, k - 8):k]  # the history still reaches back before it
+                np.testing.assert_array_equal(h[:len(expected)], expected)
+                seen.add(int(t))
+        newer = {s[k] for u, s in enumerate(seqs) for k in range(len(s))
+                 if k >= 4 and times[u][k] > 60.5}
+        # "every" visits each once per pass; "random" draws among them.
+        assert seen == newer if targets == "every" else seen <= newer
+    with pytest.raises(DataError, match="no training interaction is newer than 1000"):
+        training_dataset(data, 8, 4, after=1000.0)
+    with pytest.raises(DataError, match="no timestamp column"):
+        first_targets(split()[0], 4, after=1.0)

@@ -15,7 +15,7 @@ from dmi_tf import train
 from dmi_tf.config import SyntheticConfig
 from dmi_tf.data.dataset import RawLog, SplitData
 from dmi_tf.data.prepare import prepare
-from dmi_tf.data.splits import write_dataset
+from dmi_tf.data.splits import load_dataset, write_dataset
 from dmi_tf.data.synthetic import generate_log
 from dmi_tf.data.vocabulary import load_vocabulary, shared_rows
 from dmi_tf.errors import UserError
@@ -115,10 +115,13 @@ def test_start_checks(tmp_path):
 
 
 def versions_of_a_log(tmp_path):
-    """Two data versions: the second adds the items the first never saw (with their clicks)."""
+    """Two data versions, yesterday's and today's: today's log adds the clicks after
+    yesterday's cut-off and the items yesterday's never saw (with their clicks)."""
     log, _ = generate_log(SyntheticConfig(num_users=500, num_items=240, num_topics=8, seed=3))
     hidden = {item for item in set(log.items) if int(item[1:]) >= 200}  # ids are "i<n>"
-    keep = [k for k, item in enumerate(log.items) if item not in hidden]
+    cut = np.quantile(log.timestamps, 0.8)
+    keep = [k for k, item in enumerate(log.items)
+            if item not in hidden and log.timestamps[k] < cut]
     older = RawLog([log.users[k] for k in keep], [log.items[k] for k in keep],
                    log.timestamps[keep], "older")
     write_dataset(prepare(older), tmp_path / "v1")
@@ -166,6 +169,13 @@ def test_cli_warm_start_on_new_items_keeps_old_rows_then_trains_and_exports_next
     record = json.load(open(os.path.join(new_run, WARM_START_FILE)))
     assert metrics["warm_start"] == record and record["run"] == old_run
     assert record["new_items"] == len(new_vocabulary) - len(old_vocabulary)
+    # It trained on what yesterday's run had not seen: the targets after its newest click.
+    old_train = load_dataset(tmp_path / "v1").train
+    assert record["targets_after"] == old_train.timestamps.max()
+    assert json.load(open(os.path.join(old_run, "metrics.json")))["train_data_end"] == (
+        record["targets_after"])  # recorded by the source: its data folder is not needed
+    new_train = load_dataset(tmp_path / "v2").train
+    assert 0 < record["new_targets"] < len(new_train.items) - len(old_train.items)
     assert metrics["steps"] > 0 and metrics["valid"]["recall@50"] > 0
 
     from export.exporter import export_run
@@ -174,3 +184,30 @@ def test_cli_warm_start_on_new_items_keeps_old_rows_then_trains_and_exports_next
     assert sorted(os.listdir(tmp_path / "models" / "dmi")) == ["1", "2"]  # the next version
     info = json.load(open(tmp_path / "models" / "dmi" / "2" / "assets.extra" / "export.json"))
     assert info["warm_start"]["run"] == old_run and info["num_items"] == len(new_vocabulary) - 1
+
+
+def test_new_data_start_reads_the_source_record_and_refuses_what_it_cannot_tell(tmp_path):
+    from dmi_tf.warm_start import new_data_start
+
+    fake_run(tmp_path / "old", TINY, ["", "a", "b"])
+    config = config_lib.load(None, TINY)
+    times = [[1.0, 2, 3, 4, 5, 6, 7], [2.0, 3, 4, 5, 6, 8, 9]]
+    train = SplitData.from_sequences([0, 1], [[1, 2, 1, 2, 1, 2, 1]] * 2, times)
+    (tmp_path / "old" / "metrics.json").write_text(json.dumps({"train_data_end": 5.5}))
+    # Newer than 5.5: positions 5 and 6 of user 0 (times 6, 7), 4 to 6 of user 1 (6, 8, 9).
+    assert new_data_start(config, train, str(tmp_path / "old")) == {
+        "targets_after": 5.5, "new_targets": 5}
+    everything = config_lib.load(None, [*TINY, "train.warm_start_targets=all"])
+    assert new_data_start(everything, train, str(tmp_path / "old")) is None
+    (tmp_path / "old" / "metrics.json").write_text(json.dumps({"train_data_end": 9.0}))
+    with pytest.raises(UserError, match=r"nothing new to train on.*warm_start_targets=all"):
+        new_data_start(config, train, str(tmp_path / "old"))
+    (tmp_path / "old" / "metrics.json").write_text(json.dumps({"train_data_end": None}))
+    with pytest.raises(UserError, match=r"needs timestamps.*warm_start_targets=all"):
+        new_data_start(config, train, str(tmp_path / "old"))
+    (tmp_path / "old" / "metrics.json").unlink()  # an older run: its data folder is read
+    (tmp_path / "old" / "config.yaml").write_text(config_lib.dump_yaml(config_lib.load(
+        None, [*TINY, f"data.path={json.dumps(str(tmp_path / 'gone'))}"])))
+    with pytest.raises(UserError, match=r"cannot be read.*restore it, or set "
+                                         r"train.warm_start_targets=all"):
+        new_data_start(config, train, str(tmp_path / "old"))

@@ -55,10 +55,42 @@ def history_window(items, start, end, max_length: int):
 TARGET_CHOICES = ("random", "every")
 
 
-def _eligible_users(split: SplitData, min_target_position: int) -> np.ndarray:
-    """Indices of the users with a target position ``>= min_target_position``."""
-    eligible = np.nonzero(split.lengths() > min_target_position)[0]
+def first_targets(split: SplitData, min_target_position: int = 4,
+                  after: float | None = None) -> np.ndarray:
+    """Each user's first position that may be a training target, int64 ``[U]``.
+
+    ``min_target_position``, or with ``after`` the position of the user's first
+    interaction newer than it (``split.timestamps > after``; sequences are in time
+    order) if that comes later: the targets of a warm-started run that trains on
+    what its source has not seen (``train.warm_start_targets``). Earlier
+    interactions still form the histories. A user whose first target position is
+    its length has none.
+
+    Raises:
+      DataError: ``after`` is given and the split has no timestamps.
+    """
+    lengths = split.lengths()
+    first = np.full(len(lengths), min_target_position, np.int64)
+    if after is not None:
+        if split.timestamps is None:
+            raise DataError("the training split has no timestamp column, so no interaction can be "
+                            "told newer than another; prepare the data from a log with timestamps")
+        newer = np.flatnonzero(split.timestamps > after)
+        owner = np.searchsorted(split.row_splits, newer, side="right") - 1
+        first_newer = lengths.astype(np.int64)  # no newer interaction: no target
+        np.minimum.at(first_newer, owner, newer - split.row_splits[owner])
+        first = np.maximum(first, first_newer)
+    return np.minimum(first, lengths)
+
+
+def _eligible_users(split: SplitData, first: np.ndarray, min_target_position: int,
+                    after: float | None) -> np.ndarray:
+    """Indices of the users with at least one target position (``first < length``)."""
+    eligible = np.nonzero(split.lengths() > first)[0]
     if len(eligible) == 0:
+        if after is not None:
+            raise DataError(f"no training interaction is newer than {after:g}, so there is no "
+                            "target to train on; give data with interactions after it")
         raise DataError(
             f"no training user has more than {min_target_position} interactions, so no training "
             f"sample can be cut (data.min_target_position={min_target_position}); use longer "
@@ -67,15 +99,20 @@ def _eligible_users(split: SplitData, min_target_position: int) -> np.ndarray:
 
 
 def targets_per_epoch(split: SplitData, min_target_position: int = 4,
-                      targets: str = "random") -> int:
-    """Training samples in one pass: eligible users (``random``) or target positions (``every``)."""
-    lengths = split.lengths()[_eligible_users(split, min_target_position)]
-    return int(len(lengths) if targets == "random" else np.sum(lengths - min_target_position))
+                      targets: str = "random", after: float | None = None) -> int:
+    """Training samples in one pass: eligible users (``random``) or target positions (``every``).
+
+    ``after``: only interactions newer than it are targets (:func:`first_targets`).
+    """
+    first = first_targets(split, min_target_position, after)
+    eligible = _eligible_users(split, first, min_target_position, after)
+    return int(len(eligible) if targets == "random"
+               else np.sum(split.lengths()[eligible] - first[eligible]))
 
 
 def training_dataset(split: SplitData, max_length: int, batch_size: int,
                      min_target_position: int = 4, seed: int = 0,
-                     targets: str = "random") -> tf.data.Dataset:
+                     targets: str = "random", after: float | None = None) -> tf.data.Dataset:
     """An endless, shuffled stream of training batches.
 
     ``targets="random"`` (ComiRec): users are visited in shuffled epochs (every
@@ -84,26 +121,30 @@ def training_dataset(split: SplitData, max_length: int, batch_size: int,
     a sample, visited once per pass in a fresh shuffled order, so each training
     interaction after the first ``min_target_position`` of its user is a target
     once per epoch (SASRec's supervision, one target per row).
+    ``after``: only interactions newer than this timestamp are targets, in either
+    mode (:func:`first_targets`); the histories still reach back before it.
 
     Returns:
       A dataset of ``{"history": int32 [batch, L], "target": int32 [batch]}``.
 
     Raises:
-      DataError: no user has more than ``min_target_position`` items.
+      DataError: no user has a target position.
     """
     if targets not in TARGET_CHOICES:
         raise ValueError(f"targets must be one of {TARGET_CHOICES}, got {targets!r}")
-    eligible = _eligible_users(split, min_target_position)
+    first = first_targets(split, min_target_position, after)
+    eligible = _eligible_users(split, first, min_target_position, after)
     lengths = split.lengths()
     items = tf.constant(split.items, tf.int32)
     starts = tf.constant(split.row_splits[:-1], tf.int32)
     seq_lengths = tf.constant(lengths, tf.int32)
+    first_positions = tf.constant(first, tf.int32)
     if targets == "every":
-        counts = lengths[eligible] - min_target_position
+        counts = lengths[eligible] - first[eligible]
         users = np.repeat(eligible, counts).astype(np.int32)
-        # Position of each sample: min_target_position, +1, ... within its user.
+        # Position of each sample: first[user], +1, ... within its user.
         positions = (np.arange(len(users)) - np.repeat(np.cumsum(counts) - counts, counts)
-                     + min_target_position).astype(np.int32)
+                     + np.repeat(first[eligible], counts)).astype(np.int32)
 
         def make_every(pair):
             start = tf.gather(starts, pair[:, 0])
@@ -120,9 +161,9 @@ def training_dataset(split: SplitData, max_length: int, batch_size: int,
 
     def make_batch(batch_number, users):
         n = tf.gather(seq_lengths, users)
+        low = tf.gather(first_positions, users)
         draw = tf.random.stateless_uniform(tf.shape(users), seed=tf.stack([seed, batch_number]))
-        k = min_target_position + tf.cast(
-            draw * tf.cast(n - min_target_position, tf.float32), tf.int32)
+        k = low + tf.cast(draw * tf.cast(n - low, tf.float32), tf.int32)
         k = tf.minimum(k, n - 1)  # float rounding can reach n when draw is just below 1
         start = tf.gather(starts, users)
         return {HISTORY: history_window(items, start, start + k, max_length),
