@@ -41,6 +41,7 @@ from dmi_tf import runs
 from dmi_tf.data.dataset import SplitData
 from dmi_tf.data.loading import load_data
 from dmi_tf.data.pipeline import targets_per_epoch
+from dmi_tf.data.time_split import describe_time
 from dmi_tf.data.vocabulary import shared_rows
 from dmi_tf.errors import DataError, UserError
 from dmi_tf.io_utils import atomic_write_text
@@ -176,7 +177,8 @@ def new_data_start(config: config_lib.Config, train: SplitData,
         count = targets_per_epoch(train, config.data.min_target_position, "every", after)
     except DataError:
         raise UserError(f"--warm-start {source_dir!r}: no training interaction in "
-                        f"{config.data.path} is newer than the source's newest ({after:g}), so "
+                        f"{config.data.path} is newer than the source's newest, "
+                        f"{describe_time(after)}, so "
                         f"there is nothing new to train on; give the new data as --data, "
                         f"{fix}.") from None
     return {"targets_after": after, "new_targets": count}
@@ -203,8 +205,8 @@ def read_record(run_dir: str) -> dict | None:
 def describe(record: dict) -> str:
     """One line for the log: where the run started, what became of the items, what it trains on."""
     targets = ("every training interaction a target" if record.get("targets_after") is None
-               else f"{record['new_targets']:,} targets newer than the source's data "
-               f"({record['targets_after']:g})")
+               else f"{record['new_targets']:,} targets after the source's newest data, "
+               f"{describe_time(record['targets_after'])}")
     return (f"warm start from {record['run']} ({os.path.basename(record['checkpoint'])}): "
             f"{record['carried_items']:,} item rows carried, {record['new_items']:,} new "
             f"(initialised as in a fresh run), {record['dropped_items']:,} dropped; {targets}")
