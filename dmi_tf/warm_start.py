@@ -154,7 +154,6 @@ def new_data_start(config: config_lib.Config, train: SplitData,
     if config.train.warm_start_targets == "all":
         return None
     fix = "or set train.warm_start_targets=all to train on all the data (docs/lifecycle.md)"
-    source_config, _ = runs.read_run(source_dir)
     metrics_path = os.path.join(source_dir, "metrics.json")
     recorded = {}
     if os.path.isfile(metrics_path):
@@ -163,6 +162,8 @@ def new_data_start(config: config_lib.Config, train: SplitData,
     if "train_data_end" in recorded:
         after = recorded["train_data_end"]
     else:
+        # Only an older run needs its config (and data) read here; warm_start reads it anyway.
+        source_config, _ = runs.read_run(source_dir)
         try:
             after = train_data_end(load_data(source_config).train)
         except (DataError, OSError) as e:
